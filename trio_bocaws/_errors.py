@@ -1,0 +1,90 @@
+"""Every exception trio_bocaws raises, in one place.
+
+The tree::
+
+    TrioBocawsError
+    ├── WebSocketDisconnect         the client went away    (also trio.BrokenResourceError)
+    ├── UnexpectedMessageType       a text frame where bytes were expected, or the reverse
+    │                               (also TypeError)
+    └── WebSocketStateError         you used the socket out of order (also RuntimeError)
+        └── WebSocketClosedError    you closed it, then used it (also trio.ClosedResourceError)
+
+Trio separates a resource *you* closed (`trio.ClosedResourceError`) from one the *peer* broke
+(`trio.BrokenResourceError`); the two leaves keep that distinction, so ``except
+trio.BrokenResourceError`` around a send works the same on a WebSocket as on a Trio stream.
+Bocadillo documented misuse as `RuntimeError`, so state errors are still caught by
+``except RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import trio
+
+__all__ = [
+    "TrioBocawsError",
+    "UnexpectedMessageType",
+    "WebSocketClosedError",
+    "WebSocketDisconnect",
+    "WebSocketStateError",
+]
+
+
+class TrioBocawsError(Exception):
+    """Base class of every error raised by trio_bocaws."""
+
+
+class WebSocketDisconnect(TrioBocawsError, trio.BrokenResourceError):
+    """The client closed the connection, or it was lost.
+
+    Raised by every ``receive*`` and ``send*`` once the client has gone, and by the
+    ``async for`` loop when the close code is not one of ``caught_close_codes``.
+
+    Attributes:
+        code: The WebSocket close code the client sent: ``1005`` when its close frame had
+            no code, ``1006`` when the connection dropped without a close frame.
+        reason: The reason the client gave, ``""`` if none.
+    """
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        if self.reason:
+            return f"WebSocket disconnected with code {self.code}: {self.reason}"
+        return f"WebSocket disconnected with code {self.code}"
+
+
+class UnexpectedMessageType(TrioBocawsError, TypeError):
+    """A message arrived in a frame type the receive method does not take.
+
+    For example, ``receive_text()`` got a binary frame. The message is consumed: it is not
+    handed to the next ``receive``.
+
+    Attributes:
+        expected: ``"text"`` or ``"bytes"``.
+        received: The frame type that arrived.
+    """
+
+    def __init__(self, expected: str, received: str) -> None:
+        super().__init__(expected, received)
+        self.expected = expected
+        self.received = received
+
+    def __str__(self) -> str:
+        return (
+            f"expected a {self.expected} message but the client sent a {self.received} "
+            f"message; use receive_{self.received}() or receive_event() to accept it"
+        )
+
+
+class WebSocketStateError(TrioBocawsError, RuntimeError):
+    """The WebSocket was used in a state that does not allow it.
+
+    For example: sending before ``accept()`` with ``auto_accept=False``, or accepting twice.
+    """
+
+
+class WebSocketClosedError(WebSocketStateError, trio.ClosedResourceError):
+    """The application closed (or rejected) the WebSocket, then used it again."""
