@@ -1,0 +1,34 @@
+"""Bocadillo's WebSocket API for Trio, served by hypercorn's trio worker."""
+
+from . import hypercorn_fixes as _hypercorn_fixes
+from ._config import ALL_CLOSE_CODES as ALL_CLOSE_CODES
+from ._config import CloseCodes as CloseCodes
+from ._config import WebSocketConfig as WebSocketConfig
+from ._datastructures import URL as URL
+from ._datastructures import Address as Address
+from ._errors import TrioBocawsError as TrioBocawsError
+from ._errors import UnexpectedMessageType as UnexpectedMessageType
+from ._errors import WebSocketClosedError as WebSocketClosedError
+from ._errors import WebSocketDisconnect as WebSocketDisconnect
+from ._errors import WebSocketStateError as WebSocketStateError
+from ._websocket import WebSocket as WebSocket
+from ._websocket import WebSocketState as WebSocketState
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ALL_CLOSE_CODES",
+    "URL",
+    "Address",
+    "CloseCodes",
+    "TrioBocawsError",
+    "UnexpectedMessageType",
+    "WebSocket",
+    "WebSocketClosedError",
+    "WebSocketConfig",
+    "WebSocketDisconnect",
+    "WebSocketState",
+    "WebSocketStateError",
+]
+
+_hypercorn_fixes.install_unless_disabled()

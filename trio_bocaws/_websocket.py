@@ -1,0 +1,879 @@
+"""The WebSocket class: Bocadillo's API over an ASGI connection, Trio-native."""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._config import WebSocketConfig
+from ._datastructures import (
+    URL,
+    Address,
+    Headers,
+    QueryParams,
+    headers_from_scope,
+    query_params_from_scope,
+    url_from_scope,
+)
+from ._errors import (
+    UnexpectedMessageType,
+    WebSocketClosedError,
+    WebSocketDisconnect,
+    WebSocketStateError,
+)
+from ._validation import (
+    validate_accept_headers,
+    validate_close_code,
+    validate_close_reason,
+    validate_reject_status,
+    validate_subprotocol,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["Event", "Receive", "Send", "WebSocket", "WebSocketState"]
+
+logger = logging.getLogger("trio_bocaws")
+
+Event = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Event]]
+Send = Callable[[Event], Awaitable[None]]
+
+# How long a handler may go on sending without a message received before the connection
+# counts as "streaming": a background task then reads for it (to notice that the client
+# left), and sends yield to the scheduler now and then. Short enough that a handler which
+# only sends learns of a disconnect within a tick of its own loop; long enough that a
+# handler answering each message with a burst of sends never hands messages between tasks
+# (every such hand-off costs a full scheduler round trip, as much as the whole message).
+_WATCH_AFTER: Final = 0.05
+# While streaming, one send in this many is a full checkpoint: amortized, a fraction of a
+# microsecond per send.
+_YIELD_EVERY: Final = 8
+
+
+class WebSocketState(enum.Enum):
+    """Where a connection is in its life. Read it from :attr:`WebSocket.state`."""
+
+    CONNECTING = "connecting"
+    """The handshake has not been answered yet."""
+    CONNECTED = "connected"
+    """Accepted: messages flow both ways."""
+    REJECTED = "rejected"
+    """The application refused the handshake."""
+    CLOSED = "closed"
+    """The application sent a close frame."""
+    DISCONNECTED = "disconnected"
+    """The client closed the connection or it was lost."""
+
+
+_CONNECTING: Final = WebSocketState.CONNECTING
+_CONNECTED: Final = WebSocketState.CONNECTED
+_REJECTED: Final = WebSocketState.REJECTED
+_CLOSED: Final = WebSocketState.CLOSED
+_DISCONNECTED: Final = WebSocketState.DISCONNECTED
+
+_DEFAULT_CONFIG: Final = WebSocketConfig()
+
+
+def _leaves(error: BaseException) -> Iterable[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+class WebSocket:
+    """A WebSocket connection, as in Bocadillo, for Trio.
+
+    Args:
+        scope: The ASGI ``"websocket"`` scope.
+        receive: The ASGI ``receive`` callable.
+        send: The ASGI ``send`` callable.
+        auto_accept: Accept the handshake on the first ``send*``/``receive*`` or on entering
+            ``async with``. If ``False``, call :meth:`accept` (or :meth:`reject`) yourself.
+        value_type: Sets both ``receive_type`` and ``send_type``.
+        receive_type: What :meth:`receive` returns: ``"text"`` (default), ``"bytes"``,
+            ``"json"`` or ``"event"``.
+        send_type: What :meth:`send` takes, from the same four.
+        caught_close_codes: Client close codes that end ``async with`` and ``async for``
+            quietly: a tuple of ints (default ``(1000, 1001)``), the builtin :func:`all`,
+            or ``()`` for none.
+        config: A :class:`~trio_bocaws.WebSocketConfig` to start from; the keywords above
+            override it.
+
+    Raises:
+        ValueError: ``scope`` is not a WebSocket scope, or an option is invalid (an unknown
+            value type, say; the message lists the allowed values).
+
+    ``async with ws:`` accepts the connection, watches it while the body runs (so a
+    handler that only sends still learns that the client left), and closes it on the
+    way out: 1000 after a normal exit, 1011 after an exception, 1001 after a cancellation.
+    A :class:`~trio_bocaws.WebSocketDisconnect` whose code is in ``caught_close_codes``
+    ends the block quietly.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_config",
+        "_disconnect",
+        "_got_connect",
+        "_handoff",
+        "_headers",
+        "_nursery",
+        "_nursery_manager",
+        "_query_params",
+        "_reader_active",
+        "_reader_error",
+        "_reader_lot",
+        "_reader_paused",
+        "_reader_scope",
+        "_receive",
+        "_receive_impl",
+        "_receiving",
+        "_scope",
+        "_send",
+        "_send_impl",
+        "_sending_since",
+        "_state",
+        "_streaming",
+        "_subprotocol",
+        "_unyielded_sends",
+        "_url",
+    )
+
+    def __init__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+        auto_accept: bool = True,
+        value_type: str | None = None,
+        receive_type: str | None = None,
+        send_type: str | None = None,
+        caught_close_codes: Any = None,
+        *,
+        config: WebSocketConfig | None = None,
+    ) -> None:
+        scope_type = scope.get("type") if isinstance(scope, MutableMapping) else None
+        if scope_type != "websocket":
+            raise ValueError(
+                f"WebSocket needs an ASGI scope of type 'websocket', got {scope_type!r}"
+            )
+        base = _DEFAULT_CONFIG if config is None else config
+        config = base.with_options(
+            # The Bocadillo signature defaults auto_accept to True, so only a False can
+            # override a config that says otherwise.
+            auto_accept=None if auto_accept else False,
+            value_type=value_type,
+            receive_type=receive_type,
+            send_type=send_type,
+            caught_close_codes=caught_close_codes,
+        )
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._config = config
+        self._receive_impl = _RECEIVERS[config.receive_type]
+        self._send_impl = _SENDERS[config.send_type]
+        self._state = _CONNECTING
+        self._got_connect = False
+        self._subprotocol: str | None = None
+        self._disconnect: tuple[int, str] = (1006, "")
+        self._url: URL | None = None
+        self._headers: Headers | None = None
+        self._query_params: QueryParams | None = None
+        # Set while a task is inside receive(), directly or waiting for the reader.
+        self._receiving = False
+        # When the current run of sends without a message received began, and whether it
+        # has gone on long enough to count as streaming.
+        self._sending_since: float | None = None
+        self._streaming = False
+        self._unyielded_sends = 0
+        # The background reader; created the first time it is needed.
+        self._nursery: trio.Nursery | None = None
+        self._nursery_manager: Any = None
+        self._buffer: deque[Event] | None = None
+        self._reader_active = False
+        self._reader_paused = False
+        self._reader_error: Exception | None = None
+        self._reader_scope: trio.CancelScope | None = None
+        self._reader_lot: trio.lowlevel.ParkingLot | None = None
+        self._handoff: trio.lowlevel.ParkingLot | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+        config: WebSocketConfig,
+    ) -> Self:
+        """Create a WebSocket that uses ``config`` as it is (shared, not copied)."""
+        return cls(scope, receive, send, config=config)
+
+    # -- What the client asked for ------------------------------------------------------
+
+    @property
+    def scope(self) -> MutableMapping[str, Any]:
+        """The ASGI scope of the connection."""
+        return self._scope
+
+    @property
+    def config(self) -> WebSocketConfig:
+        """The options this connection runs with."""
+        return self._config
+
+    @property
+    def url(self) -> URL:
+        """The URL the client connected to, as a ``str`` with ``scheme``, ``hostname``,
+        ``port``, ``path`` and ``query`` attributes."""
+        if self._url is None:
+            self._url = url_from_scope(self._scope)
+        return self._url
+
+    @property
+    def headers(self) -> Headers:
+        """The handshake's headers: read-only, case-insensitive, repeated names kept."""
+        if self._headers is None:
+            self._headers = headers_from_scope(self._scope)
+        return self._headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        """The query parameters: ``params["k"]`` is the first value, ``params.getall("k")``
+        every value."""
+        if self._query_params is None:
+            self._query_params = query_params_from_scope(self._scope)
+        return self._query_params
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """The subprotocols the client offered, in its order of preference."""
+        return tuple(self._scope.get("subprotocols") or ())
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol accepted, if any."""
+        return self._subprotocol
+
+    @property
+    def client(self) -> Address | None:
+        """The client's address, if the server knows it."""
+        client = self._scope.get("client")
+        return None if client is None else Address(client[0], client[1])
+
+    # -- Options (Bocadillo exposed these as attributes) -------------------------------
+
+    @property
+    def auto_accept(self) -> bool:
+        """Whether the handshake is accepted on first use."""
+        return self._config.auto_accept
+
+    @property
+    def receive_type(self) -> str:
+        """What :meth:`receive` returns."""
+        return self._config.receive_type
+
+    @property
+    def send_type(self) -> str:
+        """What :meth:`send` takes."""
+        return self._config.send_type
+
+    @property
+    def caught_close_codes(self) -> Any:
+        """Client close codes that end ``async with`` and ``async for`` quietly."""
+        return self._config.caught_close_codes
+
+    @property
+    def state(self) -> WebSocketState:
+        """Where the connection is in its life."""
+        return self._state
+
+    @property
+    def close_code(self) -> int | None:
+        """The client's close code once it has disconnected, else ``None``."""
+        return self._disconnect[0] if self._state is _DISCONNECTED else None
+
+    def __repr__(self) -> str:
+        path = self._scope.get("path", "?")
+        return f"<WebSocket {path!r} {self._state.value}>"
+
+    # -- The handshake ------------------------------------------------------------------
+
+    async def _receive_connect(self) -> None:
+        # ASGI opens every WebSocket with "websocket.connect"; take it before answering.
+        if self._got_connect:
+            return
+        event = await self._receive()
+        self._got_connect = True
+        if event["type"] == "websocket.disconnect":
+            raise self._record_disconnect(event)
+
+    async def accept(
+        self,
+        subprotocol: str | None = None,
+        *,
+        headers: Iterable[tuple[str | bytes, str | bytes]] | None = None,
+    ) -> None:
+        """Accept the connection request.
+
+        Args:
+            subprotocol: One of the subprotocols the client offered (:attr:`subprotocols`).
+            headers: Extra response headers, as ``(name, value)`` pairs or a mapping.
+
+        Raises:
+            ValueError: The client did not offer ``subprotocol``, or a header is invalid or
+                is one the server sets itself. Nothing has been sent.
+            WebSocketStateError: The connection was already accepted, rejected or closed.
+            WebSocketDisconnect: The client left before the handshake was answered.
+        """
+        self._check_can_answer("accept")
+        chosen = validate_subprotocol(subprotocol, self.subprotocols)
+        extra = validate_accept_headers(headers)
+        await self._receive_connect()
+        message: Event = {"type": "websocket.accept", "subprotocol": chosen}
+        if extra:
+            message["headers"] = extra
+        await self._send_or_disconnect(message)
+        self._state = _CONNECTED
+        self._subprotocol = chosen
+        self._sending_since = trio.current_time()
+
+    async def reject(
+        self,
+        status: int = 403,
+        *,
+        body: bytes | str = b"",
+        headers: Iterable[tuple[str | bytes, str | bytes]] | None = None,
+    ) -> None:
+        """Refuse the connection request.
+
+        Before :meth:`accept`, the client's handshake fails with an HTTP response:
+        ``status`` (403 by default), ``headers`` and ``body`` when the server supports the
+        ASGI ``websocket.http.response`` extension (hypercorn does), else a plain 403.
+        After :meth:`accept`, the connection is closed with 1008 (policy violation).
+
+        Raises:
+            ValueError: ``status`` is not a 4xx or 5xx status, or a header is invalid.
+            WebSocketStateError: The connection was already rejected or closed.
+        """
+        status = validate_reject_status(status)
+        if self._state is _CONNECTED:
+            await self.close(1008)
+            return
+        self._check_can_answer("reject")
+        payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        extra = validate_accept_headers(headers)
+        await self._receive_connect()
+        if "websocket.http.response" in (self._scope.get("extensions") or {}):
+            response_headers = [(b"content-length", str(len(payload)).encode("ascii"))]
+            if payload and not any(name == b"content-type" for name, _ in extra):
+                response_headers.append((b"content-type", b"text/plain; charset=utf-8"))
+            await self._send_or_disconnect(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": response_headers + extra,
+                }
+            )
+            await self._send_or_disconnect(
+                {"type": "websocket.http.response.body", "body": payload}
+            )
+        else:
+            # Without the extension the server answers a close before accept with 403.
+            await self._send_or_disconnect({"type": "websocket.close", "code": 1008})
+        self._state = _REJECTED
+
+    def _check_can_answer(self, action: str) -> None:
+        state = self._state
+        if state is _CONNECTING:
+            return
+        if state is _CONNECTED:
+            raise WebSocketStateError(f"cannot {action}: the WebSocket was already accepted")
+        if state is _DISCONNECTED:
+            raise WebSocketDisconnect(*self._disconnect)
+        raise WebSocketClosedError(f"cannot {action}: the WebSocket was already {state.value}")
+
+    # -- Closing -------------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with ``code`` and ``reason``.
+
+        Before :meth:`accept`, this refuses the handshake (as :meth:`reject` does): with
+        ``code`` as the HTTP status if it is one (Bocadillo's ``close(403)``), else 403.
+
+        Raises:
+            ValueError: ``code`` may not be sent by a server (1004-1006, 1015, 1016-2999, or
+                outside 1000-4999), or ``reason`` is over 123 bytes of UTF-8.
+            WebSocketClosedError: The WebSocket was already closed or rejected.
+            WebSocketDisconnect: The client had already gone.
+        """
+        reason = validate_close_reason(reason)
+        if self._state is _CONNECTING:
+            # Bocadillo's reject() was close(403): an HTTP error status is valid only here,
+            # and becomes the status of the refused handshake.
+            if type(code) is int and 400 <= code <= 599:
+                await self.reject(code)
+            else:
+                validate_close_code(code)
+                await self.reject()
+            return
+        code = validate_close_code(code)
+        if self._state is _CONNECTED:
+            # Closed from here on, even if sending fails: the application is done with it.
+            self._state = _CLOSED
+            await self._send_or_disconnect({"type": "websocket.close", "code": code, "reason": reason})
+            return
+        self._check_can_answer("close")
+
+    async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection unless it is already closed, rejected or disconnected.
+
+        Never raises for a connection that is already over; invalid arguments are still
+        refused with ``ValueError``.
+        """
+        reason = validate_close_reason(reason)
+        code = validate_close_code(code)
+        state = self._state
+        if state is _CONNECTED or state is _CONNECTING:
+            try:
+                await self.close(code, reason)
+            except WebSocketDisconnect:
+                pass
+        else:
+            await trio.lowlevel.checkpoint()
+
+    # -- Receiving -----------------------------------------------------------------------
+
+    async def _receive_message(self) -> Event:
+        # The hot path: nobody else is receiving, nothing is buffered, the background reader
+        # is not holding the ASGI receive. Then the server's receive is awaited directly,
+        # with no task in between.
+        if (
+            self._state is _CONNECTED
+            and not self._reader_active
+            and not self._receiving
+            and not self._buffer
+        ):
+            self._receiving = True
+            try:
+                event = await self._receive()
+            finally:
+                self._receiving = False
+        else:
+            event = await self._receive_slow()
+        self._sending_since = None
+        self._streaming = False
+        if event["type"] == "websocket.receive":
+            return event
+        raise self._record_disconnect(event)
+
+    async def _receive_slow(self) -> Event:
+        if self._receiving:
+            raise trio.BusyResourceError(
+                "another task is already receiving on this WebSocket; "
+                "receive from one task and pass messages on"
+            )
+        state = self._state
+        if state is _CONNECTING:
+            await self._auto_accept("receive")
+        elif state is not _CONNECTED and state is not _DISCONNECTED:
+            raise self._closed_error("receive")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint()
+            while True:
+                buffer = self._buffer
+                if buffer:
+                    event = buffer.popleft()
+                    if self._reader_paused:
+                        self._reader_paused = False
+                        assert self._reader_lot is not None
+                        self._reader_lot.unpark()
+                    return event
+                if self._state is _DISCONNECTED:
+                    raise WebSocketDisconnect(*self._disconnect)
+                if self._reader_error is not None:
+                    raise WebSocketStateError(
+                        "the server's receive() failed"
+                    ) from self._reader_error
+                if not self._reader_active:
+                    return await self._receive()
+                # The reader holds the server's receive: wait for what it gets.
+                assert self._handoff is not None
+                await self._handoff.park()
+        finally:
+            self._receiving = False
+
+    def _record_disconnect(self, event: Event) -> WebSocketDisconnect:
+        if event["type"] != "websocket.disconnect":
+            raise WebSocketStateError(f"unexpected ASGI event {event['type']!r} from the server")
+        code = event.get("code")
+        self._disconnect = (1005 if code is None else int(code), event.get("reason") or "")
+        if self._state is _CONNECTED or self._state is _CONNECTING:
+            self._state = _DISCONNECTED
+        return WebSocketDisconnect(*self._disconnect)
+
+    async def receive_event(self) -> Event:
+        """Receive a raw ASGI ``websocket.receive`` event.
+
+        Raises:
+            WebSocketDisconnect: The client has gone (the ``websocket.disconnect`` event is
+                turned into this, with its code and reason).
+        """
+        return await self._receive_message()
+
+    async def receive_text(self) -> str:
+        """Receive a text message.
+
+        Raises:
+            UnexpectedMessageType: The client sent a binary message.
+            WebSocketDisconnect: The client has gone.
+        """
+        text: str | None = (await self._receive_message()).get("text")
+        if text is None:
+            raise UnexpectedMessageType("text", "bytes")
+        return text
+
+    async def receive_bytes(self) -> bytes:
+        """Receive a binary message.
+
+        Raises:
+            UnexpectedMessageType: The client sent a text message.
+            WebSocketDisconnect: The client has gone.
+        """
+        data: bytes | None = (await self._receive_message()).get("bytes")
+        if data is None:
+            raise UnexpectedMessageType("bytes", "text")
+        return data
+
+    async def receive_json(self) -> Any:
+        """Receive a JSON document, sent as a text or a binary (UTF-8) message.
+
+        Raises:
+            json.JSONDecodeError: The message is not valid JSON.
+            WebSocketDisconnect: The client has gone.
+        """
+        event = await self._receive_message()
+        text = event.get("text")
+        if text is None:
+            data = event.get("bytes") or b""
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise json.JSONDecodeError(
+                    f"binary message is not UTF-8 ({exc.reason})", repr(data[:64]), exc.start
+                ) from None
+        return json.loads(text)
+
+    async def receive(self) -> Any:
+        """Receive a message of the configured ``receive_type``."""
+        return await self._receive_impl(self)
+
+    # -- Sending -------------------------------------------------------------------------
+
+    async def _send_message(self, message: Event) -> None:
+        if self._state is not _CONNECTED:
+            await self._prepare_send()
+        if self._streaming:
+            self._unyielded_sends += 1
+            if self._unyielded_sends >= _YIELD_EVERY:
+                await self._yield_while_streaming()
+        else:
+            now = trio.current_time()
+            since = self._sending_since
+            if since is None:
+                self._sending_since = now
+            elif now - since >= _WATCH_AFTER:
+                self._streaming = True
+                if not self._receiving:
+                    self._watch()
+        try:
+            await self._send(message)
+        except OSError as exc:
+            # ASGI 2.4: a server raises OSError for a send on a connection that is gone.
+            raise self._lost(exc) from exc
+
+    async def _send_or_disconnect(self, message: Event) -> None:
+        try:
+            await self._send(message)
+        except OSError as exc:
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: OSError) -> WebSocketDisconnect:
+        if self._state is _CONNECTED or self._state is _CONNECTING:
+            self._state = _DISCONNECTED
+            self._disconnect = (1006, "")
+        logger.debug("send failed, the client is gone: %r", exc)
+        return WebSocketDisconnect(*self._disconnect)
+
+    async def _prepare_send(self) -> None:
+        state = self._state
+        if state is _CONNECTING:
+            await self._auto_accept("send")
+        elif state is _DISCONNECTED:
+            raise WebSocketDisconnect(*self._disconnect)
+        else:
+            raise self._closed_error("send")
+
+    async def _auto_accept(self, action: str) -> None:
+        if not self._config.auto_accept:
+            raise WebSocketStateError(
+                f"cannot {action} before the connection is accepted: call accept() first "
+                "(or use auto_accept=True)"
+            )
+        await self.accept()
+
+    def _closed_error(self, action: str) -> WebSocketClosedError:
+        return WebSocketClosedError(
+            f"cannot {action}: the WebSocket was {self._state.value} by the application"
+        )
+
+    async def send_event(self, event: Event) -> None:
+        """Send a raw ASGI event: ``websocket.send``, ``websocket.close`` or
+        ``websocket.accept``.
+
+        Raises:
+            ValueError: The event's type is none of those, or its fields are invalid.
+        """
+        kind = event.get("type")
+        if kind == "websocket.send":
+            text, data = event.get("text"), event.get("bytes")
+            if (text is None) == (data is None):
+                raise ValueError("a websocket.send event needs exactly one of 'text' or 'bytes'")
+            if text is not None:
+                await self.send_text(text)
+            else:
+                await self.send_bytes(data)
+        elif kind == "websocket.close":
+            await self.close(event.get("code", 1000), event.get("reason") or "")
+        elif kind == "websocket.accept":
+            await self.accept(event.get("subprotocol"), headers=event.get("headers"))
+        else:
+            raise ValueError(
+                f"cannot send an ASGI event of type {kind!r}; use 'websocket.send', "
+                "'websocket.close' or 'websocket.accept'"
+            )
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message.
+
+        Raises:
+            TypeError: ``data`` is not a ``str``. Nothing was sent.
+            WebSocketDisconnect: The client has gone.
+        """
+        if not isinstance(data, str):
+            raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
+        await self._send_message({"type": "websocket.send", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like. Nothing was sent.
+            WebSocketDisconnect: The client has gone.
+        """
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
+            data = bytes(data)
+        await self._send_message({"type": "websocket.send", "bytes": data})
+
+    async def send_json(self, data: Any) -> None:
+        """Serialize ``data`` to JSON and send it as a text message.
+
+        Raises:
+            TypeError: ``data`` is not JSON serializable. Nothing was sent.
+            ValueError: ``data`` holds a NaN or infinite float, which JSON cannot carry.
+            WebSocketDisconnect: The client has gone.
+        """
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        await self._send_message({"type": "websocket.send", "text": text})
+
+    async def send(self, message: Any) -> None:
+        """Send a message of the configured ``send_type``."""
+        await self._send_impl(self, message)
+
+    # -- Watching the connection while the handler does something else -------------------
+
+    async def _yield_while_streaming(self) -> None:
+        # A server may drop a send without yielding once the client is gone (hypercorn
+        # does), and then a loop that only sends would never let the task that notices the
+        # disconnect run. While streaming, every _YIELD_EVERY-th send is a full checkpoint.
+        self._unyielded_sends = 0
+        if not self._reader_active and not self._receiving:
+            self._watch()
+        await trio.lowlevel.checkpoint()
+
+    def _watch(self) -> None:
+        """Have a background task read from the server until someone calls receive()."""
+        nursery = self._nursery
+        if nursery is None:
+            return  # only inside `async with ws` is there a nursery to read from
+        self._reader_active = True
+        if self._reader_scope is None:
+            self._buffer = deque()
+            self._reader_lot = trio.lowlevel.ParkingLot()
+            self._handoff = trio.lowlevel.ParkingLot()
+            self._reader_scope = trio.CancelScope()
+            nursery.start_soon(self._read_in_background, self._reader_scope)
+        else:
+            assert self._reader_lot is not None
+            self._reader_lot.unpark()
+
+    async def _read_in_background(self, scope: trio.CancelScope) -> None:
+        buffer, lot, handoff = self._buffer, self._reader_lot, self._handoff
+        assert buffer is not None and lot is not None and handoff is not None
+        limit = self._config.max_buffered_messages
+        with scope:
+            while True:
+                if not self._reader_active:
+                    await lot.park()  # until _watch() needs us again
+                    continue
+                if len(buffer) >= limit:
+                    # Stop reading: the server's own queue fills and it stops reading the
+                    # socket, so the client is slowed down and nothing is lost.
+                    self._reader_paused = True
+                    await lot.park()
+                    continue
+                try:
+                    event = await self._receive()
+                except Exception as exc:
+                    self._reader_error = exc
+                    handoff.unpark_all()
+                    return
+                kind = event["type"]
+                if kind == "websocket.receive":
+                    buffer.append(event)
+                elif kind == "websocket.disconnect":
+                    self._record_disconnect(event)
+                    handoff.unpark_all()
+                    return
+                if self._receiving:
+                    # Someone is waiting in receive(): hand over and step back, so that
+                    # from now on they read from the server directly.
+                    self._reader_active = False
+                    handoff.unpark_all()
+
+    # -- async with / async for ----------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return await self._open(accept=True)
+
+    async def _open(self, *, accept: bool) -> Self:
+        if self._nursery_manager is not None:
+            raise WebSocketStateError("already inside `async with` for this WebSocket")
+        if accept and self._state is _CONNECTING:
+            await self.accept()
+        manager = trio.open_nursery()
+        self._nursery = await manager.__aenter__()
+        self._nursery_manager = manager
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        manager = self._nursery_manager
+        if manager is None:
+            raise WebSocketStateError("__aexit__ without a matching __aenter__")
+        self._nursery_manager = self._nursery = None
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
+        failure = exc
+        try:
+            await manager.__aexit__(exc_type, exc, tb)
+        except BaseException as raised:
+            # The nursery wraps what the body raised in an exception group (a copy of it, if
+            # it was a group already). The reader task raises nothing but Cancelled, so
+            # the body's own exception is what to act on and let propagate; only when the
+            # body ended normally can something new (a cancellation) come out of here.
+            if exc is None:
+                failure = raised
+        swallow = await self._close_after(failure)
+        if failure is exc:
+            return swallow
+        assert failure is not None
+        raise failure
+
+    async def _close_after(self, failure: BaseException | None) -> bool:
+        """Close as the outcome of ``async with`` requires; return whether to swallow it."""
+        config = self._config
+        reason = ""
+        if failure is None:
+            code, swallow = 1000, False
+        else:
+            leaves = list(_leaves(failure))
+            if all(isinstance(leaf, WebSocketDisconnect) for leaf in leaves):
+                swallow = all(leaf.code in config.caught_close_codes for leaf in leaves)  # type: ignore[attr-defined]
+                code = 1000 if swallow else 1011
+            elif any(isinstance(leaf, trio.Cancelled) for leaf in leaves) or not any(
+                isinstance(leaf, Exception) for leaf in leaves
+            ):
+                # A timeout, server shutdown, KeyboardInterrupt: "going away".
+                code, reason, swallow = config.cancelled_close_code, config.cancelled_close_reason, False
+            else:
+                code, swallow = 1011, False
+        if self._state is _CONNECTED or self._state is _CONNECTING:
+            await self._close_within_timeout(code, reason, error=failure is not None)
+        return swallow
+
+    async def _close_within_timeout(self, code: int, reason: str, *, error: bool) -> None:
+        # Shielded so that a cancelled handler still sends its close frame; bounded so that
+        # a client that stopped reading cannot hold the handler here forever.
+        with trio.move_on_after(self._config.close_timeout, shield=True) as scope:
+            try:
+                if self._state is _CONNECTING and not self._config.auto_accept:
+                    await self.reject(500 if error else 403)
+                else:
+                    if self._state is _CONNECTING:
+                        await self.accept()
+                    await self.close(code, reason)
+            except (WebSocketDisconnect, WebSocketStateError):
+                pass  # the client left first, or the handler closed it meanwhile
+        if scope.cancelled_caught:
+            logger.warning(
+                "closing %r took longer than close_timeout=%ss; gave up",
+                self,
+                self._config.close_timeout,
+            )
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._receive_impl(self)
+        except WebSocketDisconnect as exc:
+            if exc.code in self._config.caught_close_codes:
+                raise StopAsyncIteration from None
+            raise
+
+
+_RECEIVERS: Final[dict[str, Callable[[WebSocket], Awaitable[Any]]]] = {
+    "text": WebSocket.receive_text,
+    "bytes": WebSocket.receive_bytes,
+    "json": WebSocket.receive_json,
+    "event": WebSocket.receive_event,
+}
+_SENDERS: Final[dict[str, Callable[[WebSocket, Any], Awaitable[None]]]] = {
+    "text": WebSocket.send_text,
+    "bytes": WebSocket.send_bytes,
+    "json": WebSocket.send_json,
+    "event": WebSocket.send_event,
+}

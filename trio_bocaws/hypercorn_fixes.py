@@ -1,0 +1,155 @@
+"""Small, switchable fixes to hypercorn's WebSocket stream, for the versions we verified.
+
+Importing :mod:`trio_bocaws` installs them, so they apply under
+``hypercorn --worker-class trio module:app`` (the worker imports your module, which imports
+trio_bocaws) as well as under :func:`hypercorn.trio.serve`. They change three methods of
+``hypercorn.protocol.ws_stream.WSStream``, for every ASGI app in the process:
+
+1. **The client's close code reaches the app.** hypercorn answers the client's close frame
+   but reports ``websocket.disconnect`` with code 1006 and no reason, whatever the client
+   sent (https://github.com/pgjones/hypercorn/issues/127). With the fix the app receives
+   the client's code and reason (1005 for a close frame without a code), and 1009 when
+   hypercorn closed the connection because a message was over
+   ``websocket_max_message_size``.
+2. **A send after the client left is a checkpoint.** hypercorn drops such a send without
+   yielding to the scheduler (once the stream is closed, and also in the moment between
+   the client's close frame and the stream closing, when wsproto refuses to send), so a
+   loop that only sends spins forever once the client has gone, starving every other task
+   in the worker. With the fix the dropped send yields, so other tasks (including the one
+   that reads the disconnect) run.
+
+To keep hypercorn exactly as it is, set the environment variable
+``TRIO_BOCAWS_HYPERCORN_FIXES=0`` before importing trio_bocaws, or call :func:`uninstall`.
+On a hypercorn version not in :data:`VERIFIED_VERSIONS` nothing is installed and
+:func:`installed` returns ``False``; apps then see code 1006 for every client close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+import trio
+
+__all__ = ["ENVIRONMENT_VARIABLE", "VERIFIED_VERSIONS", "install", "installed", "uninstall"]
+
+logger = logging.getLogger("trio_bocaws")
+
+VERIFIED_VERSIONS: Final = frozenset({"0.17.3", "0.18.0"})
+"""hypercorn releases whose ``ws_stream.py`` these fixes were written for and tested on."""
+
+ENVIRONMENT_VARIABLE: Final = "TRIO_BOCAWS_HYPERCORN_FIXES"
+"""Set to ``0`` to stop ``import trio_bocaws`` from installing the fixes."""
+
+# Where the close the fixed stream will report is kept, on each WSStream instance.
+_CLOSE_ATTRIBUTE: Final = "_trio_bocaws_close"
+
+_originals: dict[str, Callable[..., Awaitable[None]]] = {}
+
+
+def _hypercorn_version() -> str | None:
+    try:
+        return version("hypercorn")
+    except PackageNotFoundError:  # pragma: no cover - hypercorn is a dependency
+        return None
+
+
+def installed() -> bool:
+    """Whether the fixes are in place."""
+    return bool(_originals)
+
+
+def install() -> bool:
+    """Install the fixes if this hypercorn version is one we verified.
+
+    Returns:
+        Whether the fixes are installed (also when they already were).
+    """
+    if _originals:
+        return True
+    found = _hypercorn_version()
+    if found not in VERIFIED_VERSIONS:
+        logger.info(
+            "hypercorn %s is not a version trio_bocaws verified (%s); its WebSocket fixes "
+            "are not installed and client close codes are reported as 1006",
+            found,
+            ", ".join(sorted(VERIFIED_VERSIONS)),
+        )
+        return False
+
+    from hypercorn.protocol.events import StreamClosed
+    from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    from wsproto.connection import ConnectionState
+    from wsproto.events import CloseConnection
+
+    original_handle = WSStream.handle
+    original_send_event = WSStream._send_wsproto_event
+    original_app_send = WSStream.app_send
+
+    async def _send_wsproto_event(self: Any, event: Any) -> None:
+        # While the app has not closed, any close hypercorn sends is either the echo of the
+        # client's close (same code and reason) or its own 1009 for an oversized message:
+        # in both cases the code the app should be told.
+        if isinstance(event, CloseConnection) and self.state == ASGIWebsocketState.CONNECTED:
+            setattr(self, _CLOSE_ATTRIBUTE, (int(event.code), event.reason or ""))
+        await original_send_event(self, event)
+
+    async def handle(self: Any, event: Any) -> None:
+        close = getattr(self, _CLOSE_ATTRIBUTE, None)
+        if (
+            close is not None
+            and isinstance(event, StreamClosed)
+            and not self.closed
+            and self.app_put is not None
+            and self.state == ASGIWebsocketState.CONNECTED
+        ):
+            self.closed = True
+            code, reason = close
+            await self.app_put({"type": "websocket.disconnect", "code": code, "reason": reason})
+            return
+        await original_handle(self, event)
+
+    async def app_send(self: Any, message: Any) -> None:
+        if message is not None and (
+            self.closed
+            or (
+                message["type"] == "websocket.send"
+                and self.state == ASGIWebsocketState.CONNECTED
+                and self.connection.state is not ConnectionState.OPEN
+            )
+        ):
+            # hypercorn would drop this message and return without yielding.
+            await trio.lowlevel.checkpoint()
+            return
+        await original_app_send(self, message)
+
+    _originals.update(
+        handle=original_handle,
+        _send_wsproto_event=original_send_event,
+        app_send=original_app_send,
+    )
+    WSStream.handle = handle  # type: ignore[method-assign]
+    WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign]
+    WSStream.app_send = app_send  # type: ignore[method-assign]
+    return True
+
+
+def uninstall() -> None:
+    """Restore hypercorn's own methods."""
+    if not _originals:
+        return
+    from hypercorn.protocol.ws_stream import WSStream
+
+    for name, method in _originals.items():
+        setattr(WSStream, name, method)
+    _originals.clear()
+
+
+def install_unless_disabled() -> None:
+    """What ``import trio_bocaws`` runs: install unless the environment says not to."""
+    if os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() in {"0", "false", "no", "off"}:
+        return
+    install()
