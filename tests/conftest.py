@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +40,20 @@ def websocket_app(handler: Handler, **options: Any) -> ASGIApp:
         await handler(WebSocket(scope, receive, send, **options))
 
     return app
+
+
+def close_of(
+    info: pytest.ExceptionInfo[trio_websocket.ConnectionClosed],
+) -> tuple[int, str | None]:
+    """The close code and reason a trio-websocket client saw."""
+    reason = info.value.reason
+    assert reason is not None
+    return reason.code, reason.reason
+
+
+def close_code(info: pytest.ExceptionInfo[trio_websocket.ConnectionClosed]) -> int:
+    """The close code a trio-websocket client saw."""
+    return close_of(info)[0]
 
 
 @attrs.define

@@ -47,7 +47,7 @@ class FakeServer:
     async def receive(self) -> dict[str, Any]:
         return await self._app_inbox.receive()
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Any) -> None:
         await trio.lowlevel.checkpoint()
         if self.send_raises is not None:
             raise self.send_raises

@@ -7,6 +7,7 @@ import logging
 import math
 import pickle
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -234,7 +235,7 @@ async def test_close_refuses_codes_a_server_may_not_send(code: Any) -> None:
     server = FakeServer()
     ws = server.websocket()
     await ws.accept()
-    with pytest.raises((ValueError, TypeError), match="close code|close a WebSocket"):
+    with pytest.raises((ValueError, TypeError), match=r"close code|close a WebSocket"):
         await ws.close(code)
     assert server.close_sent is None
     assert ws.state is WebSocketState.CONNECTED
@@ -413,7 +414,7 @@ async def test_auto_accept_happens_on_first_use() -> None:
 async def test_without_auto_accept_use_before_accept_is_a_state_error() -> None:
     server = FakeServer()
     ws = server.websocket(auto_accept=False)
-    with pytest.raises(WebSocketStateError, match="call accept\\(\\) first"):
+    with pytest.raises(WebSocketStateError, match=r"call accept\(\) first"):
         await ws.send_text("x")
     with pytest.raises(WebSocketStateError, match="before the connection is accepted"):
         await ws.receive_text()
@@ -455,13 +456,14 @@ async def test_everything_raises_once_the_client_is_gone() -> None:
     with pytest.raises(WebSocketDisconnect):
         await ws.receive_text()
     assert ws.close_code == 4005
-    for method, args in [
+    calls: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = [
         (ws.receive_text, ()),
         (ws.receive_event, ()),
         (ws.send_text, ("x",)),
         (ws.send_json, (1,)),
         (ws.close, ()),
-    ]:
+    ]
+    for method, args in calls:
         with pytest.raises(WebSocketDisconnect, match="4005: later"):
             await method(*args)
     await ws.ensure_closed()
@@ -559,10 +561,9 @@ async def test_caught_disconnect_inside_an_exception_group_is_caught_too() -> No
 async def test_group_with_another_error_closes_1011() -> None:
     server = FakeServer()
     with pytest.raises(ExceptionGroup):
-        async with server.websocket():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.sleep_forever)
-                raise ExceptionGroup("two", [ValueError(), WebSocketDisconnect(1000)])
+        async with server.websocket(), trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            raise ExceptionGroup("two", [ValueError(), WebSocketDisconnect(1000)])
     assert server.close_sent == (1011, "")
 
 

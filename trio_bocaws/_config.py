@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator, Mapping
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -195,4 +195,4 @@ class WebSocketConfig:
             changes["caught_close_codes"] = caught_close_codes
         if not changes:
             return self
-        return cast(WebSocketConfig, attrs.evolve(self, **changes))
+        return attrs.evolve(self, **changes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
@@ -79,7 +80,7 @@ class URL(str):
 _DEFAULT_PORTS = {"ws": 80, "wss": 443, "http": 80, "https": 443}
 
 
-def url_from_scope(scope: dict[str, Any]) -> URL:
+def url_from_scope(scope: Mapping[str, Any]) -> URL:
     """Rebuild the URL the client asked for from an ASGI scope."""
     scheme = scope.get("scheme", "ws")
     host = None
@@ -108,7 +109,7 @@ def url_from_scope(scope: dict[str, Any]) -> URL:
     return URL(url)
 
 
-def headers_from_scope(scope: dict[str, Any]) -> Headers:
+def headers_from_scope(scope: Mapping[str, Any]) -> Headers:
     """Headers of the handshake, decoded as latin-1 (HTTP's own encoding)."""
     return CIMultiDictProxy(
         CIMultiDict(
@@ -118,7 +119,7 @@ def headers_from_scope(scope: dict[str, Any]) -> Headers:
     )
 
 
-def query_params_from_scope(scope: dict[str, Any]) -> QueryParams:
+def query_params_from_scope(scope: Mapping[str, Any]) -> QueryParams:
     """Query parameters, percent-decoded as UTF-8; blank values are kept."""
     query = scope.get("query_string", b"").decode("latin-1")
     return MultiDictProxy(MultiDict(parse_qsl(query, keep_blank_values=True)))

@@ -9,10 +9,12 @@ first, with an error that names the problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeAlias
 
 __all__ = [
     "APPLICATION_CODES",
+    "HeadersLike",
     "validate_accept_headers",
     "validate_close_code",
     "validate_close_reason",
@@ -49,6 +51,14 @@ _RESERVED_HEADERS = frozenset(
         b"transfer-encoding",
     }
 )
+
+
+HeadersLike: TypeAlias = (
+    Mapping[str, str | bytes]
+    | Mapping[bytes, str | bytes]
+    | Iterable[tuple[str | bytes, str | bytes]]
+)
+"""Extra HTTP headers: a mapping, or ``(name, value)`` pairs of ``str`` or ``bytes``."""
 
 
 def validate_close_code(code: object) -> int:
@@ -127,18 +137,18 @@ def _as_bytes(value: object, what: str) -> bytes:
     raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
 
 
-def validate_accept_headers(
-    headers: Iterable[tuple[str | bytes, str | bytes]] | None,
-) -> list[tuple[bytes, bytes]]:
+def validate_accept_headers(headers: HeadersLike | None) -> list[tuple[bytes, bytes]]:
     """Return extra handshake headers as ASGI byte pairs, lower-cased, or raise."""
     if headers is None:
         return []
-    if isinstance(headers, (str, bytes)):
+    given: object = headers
+    if isinstance(given, (str, bytes)):
         raise TypeError("headers must be pairs of (name, value), not a single string")
-    items = headers.items() if hasattr(headers, "items") else headers
+    items: Iterable[tuple[str | bytes, str | bytes]] = (
+        headers.items() if isinstance(headers, Mapping) else headers
+    )
     result = []
-    for item in items:
-        name, value = item
+    for name, value in items:
         raw_name = _as_bytes(name, "header name").lower()
         raw_value = _as_bytes(value, "header value")
         if not _TOKEN.match(raw_name.decode("latin-1")):

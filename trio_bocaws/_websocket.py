@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,6 +31,7 @@ from ._errors import (
     WebSocketStateError,
 )
 from ._validation import (
+    HeadersLike,
     validate_accept_headers,
     validate_close_code,
     validate_close_reason,
@@ -48,8 +50,11 @@ __all__ = ["Event", "Receive", "Send", "WebSocket", "WebSocketState"]
 logger = logging.getLogger("trio_bocaws")
 
 Event = MutableMapping[str, Any]
+"""An ASGI event (a message received or sent)."""
 Receive = Callable[[], Awaitable[Event]]
-Send = Callable[[Event], Awaitable[None]]
+"""The ASGI ``receive`` callable."""
+Send = Callable[[Any], Awaitable[None]]
+"""The ASGI ``send`` callable."""
 
 # How long a handler may go on sending without a message received before the connection
 # counts as "streaming": a background task then reads for it (to notice that the client
@@ -156,7 +161,7 @@ class WebSocket:
 
     def __init__(
         self,
-        scope: MutableMapping[str, Any],
+        scope: Mapping[str, Any],
         receive: Receive,
         send: Send,
         auto_accept: bool = True,
@@ -167,7 +172,7 @@ class WebSocket:
         *,
         config: WebSocketConfig | None = None,
     ) -> None:
-        scope_type = scope.get("type") if isinstance(scope, MutableMapping) else None
+        scope_type = scope.get("type") if isinstance(scope, Mapping) else None
         if scope_type != "websocket":
             raise ValueError(
                 f"WebSocket needs an ASGI scope of type 'websocket', got {scope_type!r}"
@@ -216,7 +221,7 @@ class WebSocket:
     @classmethod
     def from_config(
         cls,
-        scope: MutableMapping[str, Any],
+        scope: Mapping[str, Any],
         receive: Receive,
         send: Send,
         config: WebSocketConfig,
@@ -227,7 +232,7 @@ class WebSocket:
     # -- What the client asked for ------------------------------------------------------
 
     @property
-    def scope(self) -> MutableMapping[str, Any]:
+    def scope(self) -> Mapping[str, Any]:
         """The ASGI scope of the connection."""
         return self._scope
 
@@ -326,7 +331,7 @@ class WebSocket:
         self,
         subprotocol: str | None = None,
         *,
-        headers: Iterable[tuple[str | bytes, str | bytes]] | None = None,
+        headers: HeadersLike | None = None,
     ) -> None:
         """Accept the connection request.
 
@@ -357,7 +362,7 @@ class WebSocket:
         status: int = 403,
         *,
         body: bytes | str = b"",
-        headers: Iterable[tuple[str | bytes, str | bytes]] | None = None,
+        headers: HeadersLike | None = None,
     ) -> None:
         """Refuse the connection request.
 
@@ -435,7 +440,9 @@ class WebSocket:
         if self._state is _CONNECTED:
             # Closed from here on, even if sending fails: the application is done with it.
             self._state = _CLOSED
-            await self._send_or_disconnect({"type": "websocket.close", "code": code, "reason": reason})
+            await self._send_or_disconnect(
+                {"type": "websocket.close", "code": code, "reason": reason}
+            )
             return
         self._check_can_answer("close")
 
@@ -449,10 +456,8 @@ class WebSocket:
         code = validate_close_code(code)
         state = self._state
         if state is _CONNECTED or state is _CONNECTING:
-            try:
+            with contextlib.suppress(WebSocketDisconnect):
                 await self.close(code, reason)
-            except WebSocketDisconnect:
-                pass
         else:
             await trio.lowlevel.checkpoint()
 
@@ -651,12 +656,13 @@ class WebSocket:
         """
         kind = event.get("type")
         if kind == "websocket.send":
-            text, data = event.get("text"), event.get("bytes")
+            text: str | None = event.get("text")
+            data: bytes | None = event.get("bytes")
             if (text is None) == (data is None):
                 raise ValueError("a websocket.send event needs exactly one of 'text' or 'bytes'")
             if text is not None:
                 await self.send_text(text)
-            else:
+            elif data is not None:
                 await self.send_bytes(data)
         elif kind == "websocket.close":
             await self.close(event.get("code", 1000), event.get("reason") or "")
@@ -679,7 +685,7 @@ class WebSocket:
             raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
         await self._send_message({"type": "websocket.send", "text": data})
 
-    async def send_bytes(self, data: bytes) -> None:
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send a binary message.
 
         Raises:
@@ -797,7 +803,9 @@ class WebSocket:
             self._reader_scope.cancel()
         failure = exc
         try:
-            await manager.__aexit__(exc_type, exc, tb)
+            # Not shielded: the nursery must close in the cancel scope it opened in. It only
+            # waits for the reader, which was just cancelled.
+            await manager.__aexit__(exc_type, exc, tb)  # noqa: ASYNC102
         except BaseException as raised:
             # The nursery wraps what the body raised in an exception group (a copy of it, if
             # it was a group already). The reader task raises nothing but Cancelled, so
@@ -805,7 +813,7 @@ class WebSocket:
             # body ended normally can something new (a cancellation) come out of here.
             if exc is None:
                 failure = raised
-        swallow = await self._close_after(failure)
+        swallow = await self._close_after(failure)  # noqa: ASYNC102 (shielded inside)
         if failure is exc:
             return swallow
         assert failure is not None
@@ -826,7 +834,8 @@ class WebSocket:
                 isinstance(leaf, Exception) for leaf in leaves
             ):
                 # A timeout, server shutdown, KeyboardInterrupt: "going away".
-                code, reason, swallow = config.cancelled_close_code, config.cancelled_close_reason, False
+                code, reason = config.cancelled_close_code, config.cancelled_close_reason
+                swallow = False
             else:
                 code, swallow = 1011, False
         if self._state is _CONNECTED or self._state is _CONNECTING:

@@ -1,0 +1,49 @@
+"""Development sessions: ``nox -s tests lint typecheck`` (``nox -l`` lists them all)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+CONSTRAINTS = ("-c", "constraints.txt")
+COVERAGE_GATE = "93"
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite under coverage, with a branch-coverage gate."""
+    session.install("-e", ".[test]", *CONSTRAINTS)
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine")
+    session.run("coverage", "report", f"--fail-under={COVERAGE_GATE}")
+
+
+@nox.session
+@nox.parametrize("hypercorn", ["0.17.3", "0.18.0"])
+def hypercorn_versions(session: nox.Session, hypercorn: str) -> None:
+    """The suite on each hypercorn version the fixes are verified for."""
+    session.install("-e", ".[test]", f"hypercorn=={hypercorn}")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and flake8-async's cleanup checks, which ruff lacks."""
+    session.install("ruff", "flake8", "flake8-async")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run(
+        "flake8", "--select=ASYNC102,ASYNC120", "trio_bocaws", "tests", "examples", "noxfile.py"
+    )
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and the examples."""
+    session.install("-e", ".[test]", *CONSTRAINTS)
+    session.install("mypy", "exceptiongroup", "nox")
+    session.run("mypy")

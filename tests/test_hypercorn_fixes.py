@@ -1,0 +1,157 @@
+"""The fixes to hypercorn's WebSocket stream: what they change, and switching them off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from trio_bocaws import WebSocket, WebSocketDisconnect, hypercorn_fixes
+
+from .conftest import Server, close_code, connect, websocket_app
+from .subprocesses import server_process
+
+Serve = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+def without_fixes() -> Iterator[None]:
+    hypercorn_fixes.uninstall()
+    try:
+        yield
+    finally:
+        assert hypercorn_fixes.install()
+
+
+async def _close_code_seen_by_app(serve: Serve, code: int, reason: str) -> tuple[int, str]:
+    seen: list[tuple[int, str]] = []
+    done = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append((exc.code, exc.reason))
+        done.set()
+
+    server = await serve(websocket_app(handler))
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            await client.aclose(code, reason)
+        await done.wait()
+    return seen[0]
+
+
+def test_installed_on_the_pinned_version() -> None:
+    assert hypercorn_fixes.installed()
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1000, ""), (1001, "tab closed"), (4001, "bye")])
+async def test_the_app_sees_the_clients_close_code(serve: Serve, code: int, reason: str) -> None:
+    assert await _close_code_seen_by_app(serve, code, reason) == (code, reason)
+
+
+@pytest.mark.usefixtures("without_fixes")
+async def test_without_the_fixes_hypercorn_reports_1006(serve: Serve) -> None:
+    """What upstream issue pgjones/hypercorn#127 describes, so the fix is what makes the
+    difference in the test above."""
+    assert await _close_code_seen_by_app(serve, 4001, "bye") == (1006, "")
+
+
+async def test_a_close_frame_without_a_code_is_reported_as_1005(serve: Serve) -> None:
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    server = await serve(websocket_app(handler))
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        async with stream:
+            await stream.send_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            response = b""
+            while b"\r\n\r\n" not in response:
+                response += await stream.receive_some()
+            assert response.startswith(b"HTTP/1.1 101")
+            await stream.send_all(b"\x88\x80\x00\x00\x00\x00")  # masked close, no payload
+            await done.wait()
+    assert seen == [1005]
+
+
+async def test_an_oversized_message_is_reported_as_1009(serve: Serve) -> None:
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    server = await serve(websocket_app(handler), websocket_max_message_size=1000)
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            await client.send_message("x" * 2000)
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.get_message()
+        await done.wait()
+    assert close_code(closed) == 1009
+    assert seen == [1009]
+
+
+def test_the_environment_variable_switches_them_off() -> None:
+    code = "import trio_bocaws; print(trio_bocaws.hypercorn_fixes.installed())"
+    for value, expected in [("0", "False"), ("off", "False"), ("1", "True")]:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env={"TRIO_BOCAWS_HYPERCORN_FIXES": value, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result.stdout.strip() == expected
+
+
+def test_an_unverified_version_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hypercorn_fixes.uninstall()
+    try:
+        monkeypatch.setattr(hypercorn_fixes, "_hypercorn_version", lambda: "99.0")
+        with caplog.at_level("INFO", logger="trio_bocaws"):
+            assert hypercorn_fixes.install() is False
+        assert not hypercorn_fixes.installed()
+        assert "hypercorn 99.0 is not a version trio_bocaws verified" in caplog.text
+    finally:
+        monkeypatch.undo()
+        assert hypercorn_fixes.install()
+
+
+async def test_close_codes_under_the_hypercorn_command_line() -> None:
+    """``hypercorn --worker-class trio module:app`` imports the app, and with it the fixes."""
+    args = ["hypercorn", "--worker-class", "trio", "-b", "127.0.0.1:0", "tests.apps.recorder:app"]
+    async with server_process(args) as server:
+        with trio.fail_after(10):
+            async with connect(server.url + "/echo") as client:
+                await client.send_message("hi")
+                assert await client.get_message() == "hi"
+                await client.aclose(4001, "from the CLI")
+            async with connect(server.url + "/last") as observer:
+                assert await observer.get_message() == "4001 from the CLI"
+        assert await server.stop() == 0
