@@ -763,3 +763,58 @@ async def test_a_send_loop_that_never_sleeps_still_yields() -> None:
                 for _ in range(200_000):  # bounded, so that a regression fails, not hangs
                     await ws.send_text("flood")
     assert dropped > 0
+
+
+async def test_a_failing_server_receive_surfaces_at_the_next_receive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer()
+
+    async def broken_receive() -> dict[str, Any]:
+        raise RuntimeError("server bug")
+
+    async with server.websocket() as ws:
+        ws._receive = broken_receive
+        for _ in range(10):  # streaming: the background reader calls the broken receive
+            await ws.send_text("busy")
+            await trio.sleep(0.02)
+        with pytest.raises(WebSocketStateError, match="server's receive\\(\\) failed") as info:
+            await ws.receive_text()
+        assert isinstance(info.value.__cause__, RuntimeError)
+        await ws.close()
+
+
+async def test_closing_while_another_task_waits_in_receive_does_not_hang(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer()
+    outcome: list[BaseException] = []
+
+    async def waiter(ws: WebSocket) -> None:
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            outcome.append(exc)
+
+    async with server.websocket() as ws:
+        for _ in range(10):
+            await ws.send_text("busy")
+            await trio.sleep(0.02)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, ws)
+            await trio.sleep(1)  # waiting on the background reader
+            await ws.close(4000)
+            server.client_closes(4000)  # the client answers the close
+    assert [error.code for error in outcome] == [4000]  # type: ignore[attr-defined]
+    assert ws.close_code == 4000
+
+
+async def test_accept_when_the_server_says_the_client_is_gone() -> None:
+    server = FakeServer()
+    server.send_raises = ConnectionResetError()
+    ws = server.websocket()
+    with pytest.raises(WebSocketDisconnect) as info:
+        await ws.accept()
+    assert info.value.code == 1006
+    assert ws.state is WebSocketState.DISCONNECTED
+    assert ws.close_code == 1006

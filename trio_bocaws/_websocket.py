@@ -196,7 +196,8 @@ class WebSocket:
         self._state = _CONNECTING
         self._got_connect = False
         self._subprotocol: str | None = None
-        self._disconnect: tuple[int, str] = (1006, "")
+        # The client's close code and reason, once it has gone.
+        self._disconnect: tuple[int, str] | None = None
         self._url: URL | None = None
         self._headers: Headers | None = None
         self._query_params: QueryParams | None = None
@@ -309,8 +310,8 @@ class WebSocket:
 
     @property
     def close_code(self) -> int | None:
-        """The client's close code once it has disconnected, else ``None``."""
-        return self._disconnect[0] if self._state is _DISCONNECTED else None
+        """The client's close code once it has gone, else ``None``."""
+        return None if self._disconnect is None else self._disconnect[0]
 
     def __repr__(self) -> str:
         path = self._scope.get("path", "?")
@@ -409,7 +410,7 @@ class WebSocket:
         if state is _CONNECTED:
             raise WebSocketStateError(f"cannot {action}: the WebSocket was already accepted")
         if state is _DISCONNECTED:
-            raise WebSocketDisconnect(*self._disconnect)
+            raise self._disconnected()
         raise WebSocketClosedError(f"cannot {action}: the WebSocket was already {state.value}")
 
     # -- Closing -------------------------------------------------------------------------
@@ -509,8 +510,9 @@ class WebSocket:
                         assert self._reader_lot is not None
                         self._reader_lot.unpark()
                     return event
-                if self._state is _DISCONNECTED:
-                    raise WebSocketDisconnect(*self._disconnect)
+                if self._disconnect is not None:
+                    # Gone; this holds also when the application had closed first.
+                    raise self._disconnected()
                 if self._reader_error is not None:
                     raise WebSocketStateError(
                         "the server's receive() failed"
@@ -530,7 +532,11 @@ class WebSocket:
         self._disconnect = (1005 if code is None else int(code), event.get("reason") or "")
         if self._state is _CONNECTED or self._state is _CONNECTING:
             self._state = _DISCONNECTED
-        return WebSocketDisconnect(*self._disconnect)
+        return self._disconnected()
+
+    def _disconnected(self) -> WebSocketDisconnect:
+        code, reason = self._disconnect or (1006, "")
+        return WebSocketDisconnect(code, reason)
 
     async def receive_event(self) -> Event:
         """Receive a raw ASGI ``websocket.receive`` event.
@@ -619,18 +625,19 @@ class WebSocket:
             raise self._lost(exc) from exc
 
     def _lost(self, exc: OSError) -> WebSocketDisconnect:
+        if self._disconnect is None:
+            self._disconnect = (1006, "")
         if self._state is _CONNECTED or self._state is _CONNECTING:
             self._state = _DISCONNECTED
-            self._disconnect = (1006, "")
         logger.debug("send failed, the client is gone: %r", exc)
-        return WebSocketDisconnect(*self._disconnect)
+        return self._disconnected()
 
     async def _prepare_send(self) -> None:
         state = self._state
         if state is _CONNECTING:
             await self._auto_accept("send")
         elif state is _DISCONNECTED:
-            raise WebSocketDisconnect(*self._disconnect)
+            raise self._disconnected()
         else:
             raise self._closed_error("send")
 

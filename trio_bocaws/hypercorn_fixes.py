@@ -89,30 +89,36 @@ def install() -> bool:
     original_send_event = WSStream._send_wsproto_event
     original_app_send = WSStream.app_send
 
-    async def _send_wsproto_event(self: Any, event: Any) -> None:
+    # The replacements are plain functions that return the coroutine to await (hypercorn's
+    # own, most of the time) rather than coroutines awaiting it: every message passes
+    # through two of them, and an extra coroutine frame each would cost more than the
+    # checks themselves.
+
+    def _send_wsproto_event(self: Any, event: Any) -> Awaitable[None]:
         # While the app has not closed, any close hypercorn sends is either the echo of the
         # client's close (same code and reason) or its own 1009 for an oversized message:
         # in both cases the code the app should be told.
         if isinstance(event, CloseConnection) and self.state == ASGIWebsocketState.CONNECTED:
             setattr(self, _CLOSE_ATTRIBUTE, (int(event.code), event.reason or ""))
-        await original_send_event(self, event)
+        return original_send_event(self, event)
 
-    async def handle(self: Any, event: Any) -> None:
-        close = getattr(self, _CLOSE_ATTRIBUTE, None)
-        if (
-            close is not None
-            and isinstance(event, StreamClosed)
-            and not self.closed
-            and self.app_put is not None
-            and self.state == ASGIWebsocketState.CONNECTED
-        ):
-            self.closed = True
-            code, reason = close
-            await self.app_put({"type": "websocket.disconnect", "code": code, "reason": reason})
-            return
-        await original_handle(self, event)
+    def handle(self: Any, event: Any) -> Awaitable[None]:
+        if isinstance(event, StreamClosed):
+            close = getattr(self, _CLOSE_ATTRIBUTE, None)
+            if (
+                close is not None
+                and not self.closed
+                and self.app_put is not None
+                and self.state == ASGIWebsocketState.CONNECTED
+            ):
+                self.closed = True
+                code, reason = close
+                return self.app_put(  # type: ignore[no-any-return]
+                    {"type": "websocket.disconnect", "code": code, "reason": reason}
+                )
+        return original_handle(self, event)
 
-    async def app_send(self: Any, message: Any) -> None:
+    def app_send(self: Any, message: Any) -> Awaitable[None]:
         if message is not None and (
             self.closed
             or (
@@ -122,18 +128,17 @@ def install() -> bool:
             )
         ):
             # hypercorn would drop this message and return without yielding.
-            await trio.lowlevel.checkpoint()
-            return
-        await original_app_send(self, message)
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (awaited by hypercorn)
+        return original_app_send(self, message)
 
     _originals.update(
         handle=original_handle,
         _send_wsproto_event=original_send_event,
         app_send=original_app_send,
     )
-    WSStream.handle = handle  # type: ignore[method-assign]
-    WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign]
-    WSStream.app_send = app_send  # type: ignore[method-assign]
+    WSStream.handle = handle  # type: ignore[method-assign,assignment]
+    WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign,assignment]
+    WSStream.app_send = app_send  # type: ignore[method-assign,assignment]
     return True
 
 
