@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio_websocket
 
-from trio_bocaws import WebSocket
+from trio_bocaws import WebSocket, hypercorn_fixes
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -44,11 +44,11 @@ def websocket_app(handler: Handler, **options: Any) -> ASGIApp:
 
 def close_of(
     info: pytest.ExceptionInfo[trio_websocket.ConnectionClosed],
-) -> tuple[int, str | None]:
-    """The close code and reason a trio-websocket client saw."""
+) -> tuple[int, str]:
+    """The close code and reason a trio-websocket client saw (no reason is "")."""
     reason = info.value.reason
     assert reason is not None
-    return reason.code, reason.reason
+    return reason.code, reason.reason or ""
 
 
 def close_code(info: pytest.ExceptionInfo[trio_websocket.ConnectionClosed]) -> int:
@@ -68,6 +68,16 @@ class Server:
         """Ask the server to stop, as SIGTERM would, and wait until it has."""
         self._stop.set()
         await self._done.wait()
+
+
+@pytest.fixture
+def without_hypercorn_fixes() -> Iterator[None]:
+    """hypercorn as it is, for the length of a test."""
+    hypercorn_fixes.uninstall()
+    try:
+        yield
+    finally:
+        assert hypercorn_fixes.install()
 
 
 @pytest.fixture

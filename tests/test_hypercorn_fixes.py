@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -16,15 +16,6 @@ from .conftest import Server, close_code, connect, websocket_app
 from .subprocesses import server_process
 
 Serve = Callable[..., Awaitable[Server]]
-
-
-@pytest.fixture
-def without_fixes() -> Iterator[None]:
-    hypercorn_fixes.uninstall()
-    try:
-        yield
-    finally:
-        assert hypercorn_fixes.install()
 
 
 async def _close_code_seen_by_app(serve: Serve, code: int, reason: str) -> tuple[int, str]:
@@ -56,7 +47,7 @@ async def test_the_app_sees_the_clients_close_code(serve: Serve, code: int, reas
     assert await _close_code_seen_by_app(serve, code, reason) == (code, reason)
 
 
-@pytest.mark.usefixtures("without_fixes")
+@pytest.mark.usefixtures("without_hypercorn_fixes")
 async def test_without_the_fixes_hypercorn_reports_1006(serve: Serve) -> None:
     """What upstream issue pgjones/hypercorn#127 describes, so the fix is what makes the
     difference in the test above."""

@@ -525,12 +525,33 @@ async def test_server_shutdown_while_waiting_in_receive_sends_a_close_frame(
     handler_saw: list[str] = []
 
     async def handler(ws: WebSocket) -> None:
-        try:
-            async with ws:
+        async with ws:
+            try:
                 await ws.receive_text()
-        except trio.Cancelled:
-            handler_saw.append("cancelled")
-            raise
+            except trio.Cancelled:
+                handler_saw.append("cancelled")
+                raise
+        handler_saw.append("ended")
+
+    # hypercorn alone would cancel the handler only at graceful_timeout (30 s here), and
+    # the client would then see 1006 unless the close were shielded.
+    server = await serve(websocket_app(handler), graceful_timeout=30)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url) as client, trio.open_nursery() as nursery:
+            nursery.start_soon(server.shutdown)
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.get_message()
+    assert close_of(closed) == (1001, "server shutting down")
+    assert handler_saw == ["cancelled", "ended"]
+
+
+@pytest.mark.usefixtures("without_hypercorn_fixes")
+async def test_without_the_fixes_shutdown_still_sends_a_close_frame_at_the_deadline(
+    serve: Serve,
+) -> None:
+    async def handler(ws: WebSocket) -> None:
+        async with ws:
+            await ws.receive_text()
 
     server = await serve(websocket_app(handler), graceful_timeout=0.3)
     with trio.fail_after(TIMEOUT):
@@ -538,5 +559,4 @@ async def test_server_shutdown_while_waiting_in_receive_sends_a_close_frame(
             nursery.start_soon(server.shutdown)
             with pytest.raises(ConnectionClosed) as closed:
                 await client.get_message()
-    assert close_code(closed) == 1001  # a close frame, not 1006
-    assert handler_saw == ["cancelled"]
+    assert close_of(closed) == (1001, "")  # cancelled at the deadline, closed shielded

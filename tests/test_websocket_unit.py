@@ -509,12 +509,75 @@ async def test_entering_an_accepted_socket_is_fine() -> None:
     assert server.types_sent == ["websocket.accept", "websocket.close"]
 
 
-async def test_nested_async_with_is_refused() -> None:
+async def test_nested_async_with_closes_once_on_the_way_out() -> None:
     server = FakeServer()
     async with server.websocket() as ws:
-        with pytest.raises(WebSocketStateError, match="already inside"):
+        outer_nursery = ws.nursery
+        async with ws:
+            assert ws.nursery is outer_nursery
+            await ws.send_text("inner")
+        assert ws.state is WebSocketState.CLOSED
+    assert server.types_sent == ["websocket.accept", "websocket.send", "websocket.close"]
+    with pytest.raises(WebSocketStateError, match="only inside"):
+        ws.nursery  # noqa: B018
+
+
+async def test_tasks_in_the_connection_nursery_end_with_the_block() -> None:
+    server = FakeServer()
+    cancelled = trio.Event()
+
+    async def background() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with server.websocket() as ws:
+        ws.nursery.start_soon(background)
+        await trio.testing.wait_all_tasks_blocked()
+    assert cancelled.is_set()
+    assert server.close_sent == (1000, "")
+
+
+async def test_a_failing_connection_task_closes_1011_with_its_error() -> None:
+    server = FakeServer()
+
+    async def background() -> None:
+        raise LookupError("task failed")
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with server.websocket() as ws:
+            ws.nursery.start_soon(background)
+            await trio.sleep_forever()
+    assert [type(error) for error in info.value.exceptions] == [LookupError]
+    assert server.close_sent == (1011, "")
+
+
+async def test_shutdown_cancels_the_block_and_closes_with_the_shutdown_code() -> None:
+    from trio_bocaws._shutdown import STATE_KEY, ServerShutdown
+
+    shutdown = ServerShutdown()
+    server = FakeServer()
+    saw: list[str] = []
+    ws = server.websocket(make_scope(state={STATE_KEY: shutdown}))
+    async with trio.open_nursery() as nursery:
+
+        async def handler() -> None:
             async with ws:
-                pass  # pragma: no cover
+                try:
+                    await ws.receive_text()
+                except trio.Cancelled:
+                    saw.append("cancelled")
+                    raise
+            saw.append("block ended quietly")
+
+        nursery.start_soon(handler)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(shutdown) == 1
+        shutdown.begin()
+    assert saw == ["cancelled", "block ended quietly"]
+    assert server.close_sent == (1001, "server shutting down")
+    assert len(shutdown) == 0
 
 
 async def test_exception_closes_1011_and_propagates_unwrapped() -> None:

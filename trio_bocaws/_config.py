@@ -129,8 +129,12 @@ class WebSocketConfig:
         close_timeout: Seconds that closing may take when ``async with`` exits (on error or
             cancellation the close runs shielded from cancellation, within this bound).
         cancelled_close_code: The close code sent when the body of ``async with`` is
-            cancelled (a timeout, server shutdown). 1001 means "going away".
+            cancelled, by a timeout say. 1001 means "going away".
         cancelled_close_reason: The reason sent with it.
+        shutdown_close_code: The close code sent to every open connection when the server
+            starts to shut down (under :func:`trio_bocaws.serve`, or hypercorn's trio
+            worker with :mod:`trio_bocaws.hypercorn_fixes`).
+        shutdown_close_reason: The reason sent with it.
         max_buffered_messages: How many messages may wait for the next ``receive`` while the
             handler is busy elsewhere. Past this, the server stops reading from the client
             (backpressure); nothing is dropped.
@@ -145,6 +149,10 @@ class WebSocketConfig:
     close_timeout: float = attrs.field(default=5.0, validator=_positive_number)
     cancelled_close_code: int = attrs.field(default=1001, validator=_check_sendable_code)
     cancelled_close_reason: str = attrs.field(default="", validator=_check_reason)
+    shutdown_close_code: int = attrs.field(default=1001, validator=_check_sendable_code)
+    shutdown_close_reason: str = attrs.field(
+        default="server shutting down", validator=_check_reason
+    )
     max_buffered_messages: int = attrs.field(default=16, validator=_positive_int)
 
     @classmethod

@@ -18,7 +18,12 @@ Bocadillo documented misuse as `RuntimeError`, so state errors are still caught 
 
 from __future__ import annotations
 
+import sys
+
 import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "TrioBocawsError",
@@ -88,3 +93,10 @@ class WebSocketStateError(TrioBocawsError, RuntimeError):
 
 class WebSocketClosedError(WebSocketStateError, trio.ClosedResourceError):
     """The application closed (or rejected) the WebSocket, then used it again."""
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside ``error``, groups flattened (``[error]`` if it is no group)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]

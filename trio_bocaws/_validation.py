@@ -33,9 +33,9 @@ APPLICATION_CODES = range(3000, 5000)
 MAX_REASON_BYTES = 123
 
 # RFC 9110 token characters, for header names.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Header values: visible ASCII, spaces and tabs, obs-text; never CR, LF or NUL.
-_FIELD_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 # Headers the server writes itself during the handshake. hypercorn crashes on the first two;
 # the others would be sent twice, with the client free to reject the handshake.
@@ -151,7 +151,7 @@ def validate_accept_headers(headers: HeadersLike | None) -> list[tuple[bytes, by
     for name, value in items:
         raw_name = _as_bytes(name, "header name").lower()
         raw_value = _as_bytes(value, "header value")
-        if not _TOKEN.match(raw_name.decode("latin-1")):
+        if not _TOKEN.fullmatch(raw_name.decode("latin-1")):
             raise ValueError(f"invalid header name {raw_name!r}")
         if raw_name in _RESERVED_HEADERS:
             raise ValueError(
@@ -161,7 +161,7 @@ def validate_accept_headers(headers: HeadersLike | None) -> list[tuple[bytes, by
                 else f"header {raw_name.decode()!r} is part of the WebSocket handshake and "
                 "is set by the server"
             )
-        if not _FIELD_VALUE.match(raw_value):
+        if not _FIELD_VALUE.fullmatch(raw_value):
             raise ValueError(f"invalid value for header {raw_name.decode()!r}: {raw_value!r}")
         result.append((raw_name, raw_value))
     return result

@@ -6,9 +6,8 @@ import contextlib
 import enum
 import json
 import logging
-import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,7 +28,9 @@ from ._errors import (
     WebSocketClosedError,
     WebSocketDisconnect,
     WebSocketStateError,
+    leaves,
 )
+from ._shutdown import server_shutdown_of
 from ._validation import (
     HeadersLike,
     validate_accept_headers,
@@ -41,9 +42,6 @@ from ._validation import (
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["Event", "Receive", "Send", "WebSocket", "WebSocketState"]
 
@@ -92,12 +90,15 @@ _DISCONNECTED: Final = WebSocketState.DISCONNECTED
 _DEFAULT_CONFIG: Final = WebSocketConfig()
 
 
-def _leaves(error: BaseException) -> Iterable[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
+def _errors_in(error: BaseException | None) -> set[int]:
+    if error is None:
+        return set()
+    return {id(leaf) for leaf in leaves(error) if not isinstance(leaf, trio.Cancelled)}
+
+
+def _same_errors(raised: BaseException, exc: BaseException | None) -> bool:
+    """Whether ``raised`` carries the same exceptions as ``exc``, cancellations aside."""
+    return exc is not None and _errors_in(raised) == _errors_in(exc)
 
 
 class WebSocket:
@@ -132,7 +133,9 @@ class WebSocket:
 
     __slots__ = (
         "_buffer",
+        "_cancel_close",
         "_config",
+        "_depth",
         "_disconnect",
         "_got_connect",
         "_handoff",
@@ -144,7 +147,6 @@ class WebSocket:
         "_reader_error",
         "_reader_lot",
         "_reader_paused",
-        "_reader_scope",
         "_receive",
         "_receive_impl",
         "_receiving",
@@ -208,14 +210,17 @@ class WebSocket:
         self._sending_since: float | None = None
         self._streaming = False
         self._unyielded_sends = 0
-        # The background reader; created the first time it is needed.
+        # The connection's nursery (inside `async with`), how deeply `async with` is nested,
+        # and the close to send if the server's shutdown cancels the block.
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: Any = None
+        self._depth = 0
+        self._cancel_close: tuple[int, str] | None = None
+        # The background reader; created the first time it is needed.
         self._buffer: deque[Event] | None = None
         self._reader_active = False
         self._reader_paused = False
         self._reader_error: Exception | None = None
-        self._reader_scope: trio.CancelScope | None = None
         self._reader_lot: trio.lowlevel.ParkingLot | None = None
         self._handoff: trio.lowlevel.ParkingLot | None = None
 
@@ -737,64 +742,92 @@ class WebSocket:
         if nursery is None:
             return  # only inside `async with ws` is there a nursery to read from
         self._reader_active = True
-        if self._reader_scope is None:
+        if self._reader_lot is None:
             self._buffer = deque()
             self._reader_lot = trio.lowlevel.ParkingLot()
             self._handoff = trio.lowlevel.ParkingLot()
-            self._reader_scope = trio.CancelScope()
-            nursery.start_soon(self._read_in_background, self._reader_scope)
+            nursery.start_soon(self._read_in_background)
         else:
-            assert self._reader_lot is not None
             self._reader_lot.unpark()
 
-    async def _read_in_background(self, scope: trio.CancelScope) -> None:
+    async def _read_in_background(self) -> None:
         buffer, lot, handoff = self._buffer, self._reader_lot, self._handoff
         assert buffer is not None and lot is not None and handoff is not None
         limit = self._config.max_buffered_messages
-        with scope:
-            while True:
-                if not self._reader_active:
-                    await lot.park()  # until _watch() needs us again
-                    continue
-                if len(buffer) >= limit:
-                    # Stop reading: the server's own queue fills and it stops reading the
-                    # socket, so the client is slowed down and nothing is lost.
-                    self._reader_paused = True
-                    await lot.park()
-                    continue
-                try:
-                    event = await self._receive()
-                except Exception as exc:
-                    self._reader_error = exc
-                    handoff.unpark_all()
-                    return
-                kind = event["type"]
-                if kind == "websocket.receive":
-                    buffer.append(event)
-                elif kind == "websocket.disconnect":
-                    self._record_disconnect(event)
-                    handoff.unpark_all()
-                    return
-                if self._receiving:
-                    # Someone is waiting in receive(): hand over and step back, so that
-                    # from now on they read from the server directly.
-                    self._reader_active = False
-                    handoff.unpark_all()
+        while True:
+            if not self._reader_active:
+                await lot.park()  # until _watch() needs us again
+                continue
+            if len(buffer) >= limit:
+                # Stop reading: the server's own queue fills and it stops reading the
+                # socket, so the client is slowed down and nothing is lost.
+                self._reader_paused = True
+                await lot.park()
+                continue
+            try:
+                event = await self._receive()
+            except Exception as exc:
+                # Kept for the next receive() to raise: an exception escaping this task
+                # would arrive wrapped in a group, far from the code that can act on it.
+                self._reader_error = exc
+                handoff.unpark_all()
+                return
+            kind = event["type"]
+            if kind == "websocket.receive":
+                buffer.append(event)
+            elif kind == "websocket.disconnect":
+                self._record_disconnect(event)
+                handoff.unpark_all()
+                return
+            if self._receiving:
+                # Someone is waiting in receive(): hand over and step back, so that
+                # from now on they read from the server directly.
+                self._reader_active = False
+                handoff.unpark_all()
 
-    # -- async with / async for ----------------------------------------------------------
+    # -- The connection's lifetime: async with ------------------------------------------
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """A nursery for tasks that belong to this connection.
+
+        Open while the connection is (inside ``async with ws``, or while an
+        :class:`~trio_bocaws.App` view runs). Tasks started here are cancelled when the
+        block ends; an exception in one of them cancels the block and closes the
+        connection with 1011.
+
+        Raises:
+            WebSocketStateError: Outside ``async with ws``.
+        """
+        if self._nursery is None:
+            raise WebSocketStateError("ws.nursery exists only inside `async with ws`")
+        return self._nursery
 
     async def __aenter__(self) -> Self:
         return await self._open(accept=True)
 
     async def _open(self, *, accept: bool) -> Self:
-        if self._nursery_manager is not None:
-            raise WebSocketStateError("already inside `async with` for this WebSocket")
         if accept and self._state is _CONNECTING:
             await self.accept()
+        if self._nursery_manager is not None:
+            # Nested, typically a view's own `async with ws` inside the App's: the outer
+            # block owns the nursery; this one only closes on its way out.
+            self._depth += 1
+            return self
         manager = trio.open_nursery()
         self._nursery = await manager.__aenter__()
         self._nursery_manager = manager
+        shutdown = server_shutdown_of(self._scope)
+        if shutdown is not None:
+            shutdown.watch(self)
         return self
+
+    def _shut_down(self) -> None:
+        """Cancel the block because the server is stopping; close with the shutdown code."""
+        if self._nursery is not None:
+            config = self._config
+            self._cancel_close = (config.shutdown_close_code, config.shutdown_close_reason)
+            self._nursery.cancel_scope.cancel()
 
     async def __aexit__(
         self,
@@ -802,63 +835,81 @@ class WebSocket:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        manager = self._nursery_manager
-        if manager is None:
+        if self._depth:
+            self._depth -= 1
+            return await self._close_after(exc)  # noqa: ASYNC102 (shielded inside)
+        manager, nursery = self._nursery_manager, self._nursery
+        if manager is None or nursery is None:
             raise WebSocketStateError("__aexit__ without a matching __aenter__")
-        self._nursery_manager = self._nursery = None
-        if self._reader_scope is not None:
-            self._reader_scope.cancel()
-        failure = exc
+        shutdown = server_shutdown_of(self._scope)
+        if shutdown is not None:
+            shutdown.unwatch(self)
+        # The body is over: stop the reader and any task started for this connection.
+        nursery.cancel_scope.cancel()
         try:
-            # Not shielded: the nursery must close in the cancel scope it opened in. It only
-            # waits for the reader, which was just cancelled.
+            # Not shielded: the nursery must close in the cancel scope it opened in. Its
+            # tasks were just cancelled, so this is brief.
             await manager.__aexit__(exc_type, exc, tb)  # noqa: ASYNC102
         except BaseException as raised:
-            # The nursery wraps what the body raised in an exception group (a copy of it, if
-            # it was a group already). The reader task raises nothing but Cancelled, so
-            # the body's own exception is what to act on and let propagate; only when the
-            # body ended normally can something new (a cancellation) come out of here.
-            if exc is None:
-                failure = raised
+            # A nursery wraps the body's exception in a group (and copies groups). When the
+            # group holds nothing else, let the body's own exception propagate, unwrapped.
+            failure = exc if _same_errors(raised, exc) else raised
+        else:
+            failure = None  # the nursery absorbed its own cancellation (server shutdown)
+        finally:
+            self._nursery_manager = self._nursery = None
         swallow = await self._close_after(failure)  # noqa: ASYNC102 (shielded inside)
-        if failure is exc:
-            return swallow
-        assert failure is not None
+        if failure is None or failure is exc:
+            return failure is None or swallow
         raise failure
 
     async def _close_after(self, failure: BaseException | None) -> bool:
-        """Close as the outcome of ``async with`` requires; return whether to swallow it."""
-        config = self._config
-        reason = ""
+        """Close as the outcome of the block requires; return whether to swallow it."""
+        swallow = False
         if failure is None:
-            code, swallow = 1000, False
+            outcome = "normal"
         else:
-            leaves = list(_leaves(failure))
-            if all(isinstance(leaf, WebSocketDisconnect) for leaf in leaves):
-                swallow = all(leaf.code in config.caught_close_codes for leaf in leaves)  # type: ignore[attr-defined]
-                code = 1000 if swallow else 1011
-            elif any(isinstance(leaf, trio.Cancelled) for leaf in leaves) or not any(
-                isinstance(leaf, Exception) for leaf in leaves
+            errors = leaves(failure)
+            if all(isinstance(leaf, WebSocketDisconnect) for leaf in errors):
+                caught = self._config.caught_close_codes
+                swallow = all(leaf.code in caught for leaf in errors)  # type: ignore[attr-defined]
+                outcome = "normal" if swallow else "error"
+            elif any(isinstance(leaf, trio.Cancelled) for leaf in errors) or not any(
+                isinstance(leaf, Exception) for leaf in errors
             ):
-                # A timeout, server shutdown, KeyboardInterrupt: "going away".
-                code, reason = config.cancelled_close_code, config.cancelled_close_reason
-                swallow = False
+                outcome = "cancelled"  # a timeout, server shutdown, KeyboardInterrupt
             else:
-                code, swallow = 1011, False
+                outcome = "error"
+        if self._cancel_close is not None and outcome == "normal":
+            outcome = "cancelled"  # shut down by the server; the nursery absorbed it
         if self._state is _CONNECTED or self._state is _CONNECTING:
-            await self._close_within_timeout(code, reason, error=failure is not None)
+            await self._close_within_timeout(outcome)
         return swallow
 
-    async def _close_within_timeout(self, code: int, reason: str, *, error: bool) -> None:
+    async def _close_within_timeout(self, outcome: str) -> None:
+        config = self._config
+        if outcome == "cancelled":
+            code, reason = self._cancel_close or (
+                config.cancelled_close_code,
+                config.cancelled_close_reason,
+            )
+        else:
+            code, reason = (1000 if outcome == "normal" else 1011), ""
         # Shielded so that a cancelled handler still sends its close frame; bounded so that
         # a client that stopped reading cannot hold the handler here forever.
-        with trio.move_on_after(self._config.close_timeout, shield=True) as scope:
+        with trio.move_on_after(config.close_timeout, shield=True) as scope:
             try:
-                if self._state is _CONNECTING and not self._config.auto_accept:
-                    await self.reject(500 if error else 403)
-                else:
-                    if self._state is _CONNECTING:
+                if self._state is _CONNECTING:
+                    # The handler never answered the handshake.
+                    if outcome == "cancelled":
+                        await self.reject(503)
+                    elif config.auto_accept:
+                        # As Bocadillo, which accepted before the view ran, would have.
                         await self.accept()
+                        await self.close(code, reason)
+                    else:
+                        await self.reject(500 if outcome == "error" else 403)
+                else:
                     await self.close(code, reason)
             except (WebSocketDisconnect, WebSocketStateError):
                 pass  # the client left first, or the handler closed it meanwhile
@@ -866,7 +917,7 @@ class WebSocket:
             logger.warning(
                 "closing %r took longer than close_timeout=%ss; gave up",
                 self,
-                self._config.close_timeout,
+                config.close_timeout,
             )
 
     def __aiter__(self) -> Self:

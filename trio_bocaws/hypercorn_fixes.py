@@ -3,7 +3,8 @@
 Importing :mod:`trio_bocaws` installs them, so they apply under
 ``hypercorn --worker-class trio module:app`` (the worker imports your module, which imports
 trio_bocaws) as well as under :func:`hypercorn.trio.serve`. They change three methods of
-``hypercorn.protocol.ws_stream.WSStream``, for every ASGI app in the process:
+``hypercorn.protocol.ws_stream.WSStream`` and wrap the trio worker's ``worker_serve``, for
+every ASGI app in the process:
 
 1. **The client's close code reaches the app.** hypercorn answers the client's close frame
    but reports ``websocket.disconnect`` with code 1006 and no reason, whatever the client
@@ -17,6 +18,12 @@ trio_bocaws) as well as under :func:`hypercorn.trio.serve`. They change three me
    loop that only sends spins forever once the client has gone, starving every other task
    in the worker. With the fix the dropped send yields, so other tasks (including the one
    that reads the disconnect) run.
+3. **Open WebSockets hear of a shutdown when it starts.** hypercorn gives them no notice and
+   cancels them at ``graceful_timeout``. With the fix, the shutdown trigger also hands
+   every connection inside ``async with ws`` (every :class:`~trio_bocaws.App` view) a
+   cancellation at once, and they close with 1001 "server shutting down". This needs a
+   shutdown trigger, which ``hypercorn --worker-class trio`` has with its default of one
+   or more worker processes (``--workers 0`` has none).
 
 To keep hypercorn exactly as it is, set the environment variable
 ``TRIO_BOCAWS_HYPERCORN_FIXES=0`` before importing trio_bocaws, or call :func:`uninstall`.
@@ -80,11 +87,16 @@ def install() -> bool:
         )
         return False
 
+    import hypercorn.trio
+    import hypercorn.trio.run
     from hypercorn.protocol.events import StreamClosed
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
     from wsproto.connection import ConnectionState
     from wsproto.events import CloseConnection
 
+    from ._shutdown import ServerShutdown, announce_shutdown
+
+    original_worker_serve: Any = hypercorn.trio.run.worker_serve
     original_handle = WSStream.handle
     original_send_event = WSStream._send_wsproto_event
     original_app_send = WSStream.app_send
@@ -131,11 +143,33 @@ def install() -> bool:
             return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (awaited by hypercorn)
         return original_app_send(self, message)
 
+    async def worker_serve(  # the signature of hypercorn.trio.run.worker_serve
+        app: Any,
+        config: Any,
+        *,
+        sockets: Any = None,
+        shutdown_trigger: Any = None,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        app, shutdown_trigger = announce_shutdown(app, shutdown_trigger, ServerShutdown())
+        await original_worker_serve(
+            app,
+            config,
+            sockets=sockets,
+            shutdown_trigger=shutdown_trigger,
+            task_status=task_status,
+        )
+
     _originals.update(
         handle=original_handle,
         _send_wsproto_event=original_send_event,
         app_send=original_app_send,
+        worker_serve=original_worker_serve,
     )
+    # hypercorn.trio.serve and the command line's trio_worker look worker_serve up in
+    # their own module at call time, after the app (and so this module) was imported.
+    hypercorn.trio.run.worker_serve = worker_serve
+    hypercorn.trio.worker_serve = worker_serve  # type: ignore[attr-defined]
     WSStream.handle = handle  # type: ignore[method-assign,assignment]
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign,assignment]
     WSStream.app_send = app_send  # type: ignore[method-assign,assignment]
@@ -146,8 +180,13 @@ def uninstall() -> None:
     """Restore hypercorn's own methods."""
     if not _originals:
         return
+    import hypercorn.trio
+    import hypercorn.trio.run
     from hypercorn.protocol.ws_stream import WSStream
 
+    worker_serve: Any = _originals.pop("worker_serve")
+    hypercorn.trio.run.worker_serve = worker_serve
+    hypercorn.trio.worker_serve = worker_serve  # type: ignore[attr-defined]
     for name, method in _originals.items():
         setattr(WSStream, name, method)
     _originals.clear()
