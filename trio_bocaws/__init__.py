@@ -1,6 +1,8 @@
 """Bocadillo's WebSocket API for Trio, served by hypercorn's trio worker."""
 
 from . import hypercorn_fixes as _hypercorn_fixes
+from ._app import App as App
+from ._app import AppConfig as AppConfig
 from ._config import ALL_CLOSE_CODES as ALL_CLOSE_CODES
 from ._config import CloseCodes as CloseCodes
 from ._config import WebSocketConfig as WebSocketConfig
@@ -11,6 +13,10 @@ from ._errors import UnexpectedMessageType as UnexpectedMessageType
 from ._errors import WebSocketClosedError as WebSocketClosedError
 from ._errors import WebSocketDisconnect as WebSocketDisconnect
 from ._errors import WebSocketStateError as WebSocketStateError
+from ._routing import ParameterError as ParameterError
+from ._routing import WebSocketRoute as WebSocketRoute
+from ._serve import ServerConfig as ServerConfig
+from ._serve import serve as serve
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketState as WebSocketState
 
@@ -20,15 +26,21 @@ __all__ = [
     "ALL_CLOSE_CODES",
     "URL",
     "Address",
+    "App",
+    "AppConfig",
     "CloseCodes",
+    "ParameterError",
+    "ServerConfig",
     "TrioBocawsError",
     "UnexpectedMessageType",
     "WebSocket",
     "WebSocketClosedError",
     "WebSocketConfig",
     "WebSocketDisconnect",
+    "WebSocketRoute",
     "WebSocketState",
     "WebSocketStateError",
+    "serve",
 ]
 
 _hypercorn_fixes.install_unless_disabled()

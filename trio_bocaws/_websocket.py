@@ -7,7 +7,7 @@ import enum
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,7 +49,7 @@ logger = logging.getLogger("trio_bocaws")
 
 Event = MutableMapping[str, Any]
 """An ASGI event (a message received or sent)."""
-Receive = Callable[[], Awaitable[Event]]
+Receive = Callable[[], Awaitable[Any]]
 """The ASGI ``receive`` callable."""
 Send = Callable[[Any], Awaitable[None]]
 """The ASGI ``send`` callable."""
@@ -132,6 +132,7 @@ class WebSocket:
     """
 
     __slots__ = (
+        "_answering",
         "_buffer",
         "_cancel_close",
         "_config",
@@ -197,6 +198,7 @@ class WebSocket:
         self._send_impl = _SENDERS[config.send_type]
         self._state = _CONNECTING
         self._got_connect = False
+        self._answering: trio.Event | None = None
         self._subprotocol: str | None = None
         # The client's close code and reason, once it has gone.
         self._disconnect: tuple[int, str] | None = None
@@ -354,12 +356,13 @@ class WebSocket:
         self._check_can_answer("accept")
         chosen = validate_subprotocol(subprotocol, self.subprotocols)
         extra = validate_accept_headers(headers)
-        await self._receive_connect()
         message: Event = {"type": "websocket.accept", "subprotocol": chosen}
         if extra:
             message["headers"] = extra
-        await self._send_or_disconnect(message)
-        self._state = _CONNECTED
+        async with self._answering_handshake():
+            await self._receive_connect()
+            await self._send_or_disconnect(message)
+            self._state = _CONNECTED
         self._subprotocol = chosen
         self._sending_since = trio.current_time()
 
@@ -388,6 +391,10 @@ class WebSocket:
         self._check_can_answer("reject")
         payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)
         extra = validate_accept_headers(headers)
+        async with self._answering_handshake():
+            await self._refuse(status, payload, extra)
+
+    async def _refuse(self, status: int, payload: bytes, extra: list[tuple[bytes, bytes]]) -> None:
         await self._receive_connect()
         if "websocket.http.response" in (self._scope.get("extensions") or {}):
             response_headers = [(b"content-length", str(len(payload)).encode("ascii"))]
@@ -408,9 +415,24 @@ class WebSocket:
             await self._send_or_disconnect({"type": "websocket.close", "code": 1008})
         self._state = _REJECTED
 
+    @contextlib.asynccontextmanager
+    async def _answering_handshake(self) -> AsyncIterator[None]:
+        # Marks the handshake as being answered, so that a second task's auto-accept waits
+        # for this one instead of sending a second answer (which hypercorn refuses).
+        self._answering = answering = trio.Event()
+        try:
+            yield
+        finally:
+            self._answering = None
+            answering.set()
+
     def _check_can_answer(self, action: str) -> None:
         state = self._state
         if state is _CONNECTING:
+            if self._answering is not None:
+                raise WebSocketStateError(
+                    f"cannot {action}: another task is answering the handshake"
+                )
             return
         if state is _CONNECTED:
             raise WebSocketStateError(f"cannot {action}: the WebSocket was already accepted")
@@ -481,7 +503,7 @@ class WebSocket:
         ):
             self._receiving = True
             try:
-                event = await self._receive()
+                event: Event = await self._receive()
             finally:
                 self._receiving = False
         else:
@@ -523,7 +545,8 @@ class WebSocket:
                         "the server's receive() failed"
                     ) from self._reader_error
                 if not self._reader_active:
-                    return await self._receive()
+                    direct: Event = await self._receive()
+                    return direct
                 # The reader holds the server's receive: wait for what it gets.
                 assert self._handoff is not None
                 await self._handoff.park()
@@ -652,7 +675,16 @@ class WebSocket:
                 f"cannot {action} before the connection is accepted: call accept() first "
                 "(or use auto_accept=True)"
             )
-        await self.accept()
+        answering = self._answering
+        if answering is None:
+            await self.accept()
+            return
+        # Another task of this connection is accepting (or rejecting): wait for the outcome.
+        await answering.wait()
+        if self._state is _DISCONNECTED:
+            raise self._disconnected()
+        if self._state is not _CONNECTED:
+            raise self._closed_error(action)
 
     def _closed_error(self, action: str) -> WebSocketClosedError:
         return WebSocketClosedError(

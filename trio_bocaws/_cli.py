@@ -1,0 +1,179 @@
+"""``python -m trio_bocaws module:app``: run an app on hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+
+import trio
+
+from ._serve import LOG_LEVELS, ServerConfig, serve
+
+__all__ = ["main"]
+
+PROGRAM = "trio-bocaws"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROGRAM,
+        description="Serve a trio_bocaws (or any ASGI) app on hypercorn's trio worker.",
+    )
+    parser.add_argument("app", help="the app to serve, as module:attribute (e.g. chat:app)")
+    parser.add_argument(
+        "-b",
+        "--bind",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to listen on; repeat for several (default 127.0.0.1:8000)",
+    )
+    parser.add_argument("-w", "--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--certfile", help="TLS certificate (PEM), to serve wss://")
+    parser.add_argument("--keyfile", help="TLS private key (PEM)")
+    parser.add_argument(
+        "--graceful-timeout", type=float, default=5.0, metavar="SECONDS", help="default 5"
+    )
+    parser.add_argument(
+        "--ping-interval", type=float, metavar="SECONDS", help="ping every client this often"
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="drop a client silent this long (longer than --ping-interval)",
+    )
+    parser.add_argument(
+        "--max-message-size", type=int, default=16 * 2**20, metavar="BYTES", help="default 16 MiB"
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    return parser
+
+
+def load_app(path: str) -> Callable[..., Awaitable[None]]:
+    """Import ``module:attribute`` (the working directory is importable, as for hypercorn).
+
+    Raises:
+        UsageError: The path is malformed, or names a module or attribute that is not there.
+    """
+    module_name, _, attribute = path.partition(":")
+    attribute = attribute or "app"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise UsageError(f"app must be given as module:attribute, not {path!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise UsageError(
+                f"cannot import {module_name!r}: no module named {exc.name!r}"
+            ) from None
+        raise  # a module it imports is missing: the user's traceback says more
+    app = module
+    for name in attribute.split("."):
+        try:
+            app = getattr(app, name)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not callable(app):
+        raise UsageError(f"{path!r} is not an ASGI app (not callable)")
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    )
+    logger = logging.getLogger("trio_bocaws")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+async def _serve_until_signalled(
+    app: Callable[..., Awaitable[None]], config: ServerConfig
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def first_signal() -> None:
+                await signals.__anext__()
+                # A second signal stops at once instead of gracefully.
+                nursery.start_soon(_cancel_on_next_signal, signals, nursery.cancel_scope)
+
+            await serve(app, config, shutdown_trigger=first_signal)
+            nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_next_signal(signals: Any, scope: trio.CancelScope) -> None:
+    await signals.__anext__()
+    scope.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    try:
+        arguments = _parser().parse_args(argv)
+        config = ServerConfig(
+            bind=tuple(arguments.bind or ("127.0.0.1:8000",)),
+            workers=arguments.workers,
+            certfile=arguments.certfile,
+            keyfile=arguments.keyfile,
+            graceful_timeout=arguments.graceful_timeout,
+            ping_interval=arguments.ping_interval,
+            read_timeout=arguments.read_timeout,
+            max_message_size=arguments.max_message_size,
+            log_level=arguments.log_level,
+        )
+        for path in (config.certfile, config.keyfile):
+            if path is not None and not os.path.isfile(path):
+                raise UsageError(f"no such file: {path}")
+        app = load_app(arguments.app)
+    except (UsageError, ValueError, TypeError) as exc:
+        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(config.log_level)
+    try:
+        if config.workers == 1:
+            trio.run(_serve_until_signalled, app, config)
+            return 0
+        return _run_workers(arguments.app, config)
+    except OSError as exc:
+        binds = ", ".join(config.bind)
+        print(
+            f"{PROGRAM}: error: cannot listen on {binds}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
+
+
+def _run_workers(app_path: str, config: ServerConfig) -> int:
+    # hypercorn's supervisor: it binds in this process, then each worker process imports
+    # the app (and, with it, trio_bocaws and its hypercorn fixes, which give each worker
+    # the same graceful shutdown as a single one).
+    from hypercorn.run import run
+
+    hyper = config.to_hypercorn()
+    module, _, attribute = app_path.partition(":")
+    hyper.application_path = f"{module}:{attribute or 'app'}"
+    return run(hyper)
+
+
+def main_entry() -> None:
+    """The ``trio-bocaws`` console script."""
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Serving an ASGI app on hypercorn's trio worker, with graceful WebSocket shutdown."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Final
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from ._shutdown import ServerShutdown, announce_shutdown
+
+__all__ = ["ServerConfig", "serve"]
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>[0-9]{1,5})$")
+
+
+def _to_binds(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Sequence):
+        return tuple(value)
+    raise TypeError(f"bind must be a str or a sequence of str, not {value!r}")
+
+
+def _check_binds(_: object, attribute: attrs.Attribute[Any], binds: tuple[str, ...]) -> None:
+    if not binds:
+        raise ValueError("bind needs at least one address")
+    for bind in binds:
+        if not isinstance(bind, str):
+            raise TypeError(f"bind addresses are str, not {bind!r}")
+        if bind.startswith("unix:") and len(bind) > len("unix:"):
+            continue
+        found = _HOST_PORT.fullmatch(bind)
+        if found is None or int(found.group("port")) > 65535:
+            raise ValueError(
+                f"invalid bind address {bind!r}: use HOST:PORT (127.0.0.1:8000, "
+                "[::1]:8000, 0.0.0.0:0 for any free port) or unix:PATH"
+            )
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None and attribute.name in ("ping_interval", "read_timeout"):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a number above 0, not {value!r}")
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{attribute.name} must be an int of at least 1, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """How :func:`serve` and ``python -m trio_bocaws`` run hypercorn's trio worker.
+
+    Immutable; change with :func:`attrs.evolve`. :meth:`to_hypercorn` gives the
+    equivalent ``hypercorn.config.Config``.
+
+    Attributes:
+        bind: Addresses to listen on, ``HOST:PORT`` or ``unix:PATH``; port 0 picks a free one.
+        workers: Worker processes (the command line only; :func:`serve` runs one).
+        certfile: TLS certificate (PEM); with ``keyfile``, the server speaks ``wss://``.
+        keyfile: TLS private key (PEM).
+        graceful_timeout: Seconds a shutdown may take before hypercorn cancels what is
+            still running. trio_bocaws closes WebSockets at the start of the shutdown, so
+            this is a backstop.
+        ping_interval: Seconds between pings to each client, or ``None`` for no pings.
+        read_timeout: Seconds without anything from a client (pongs count) before it is
+            dropped. Must be longer than ``ping_interval``, which it requires: hypercorn
+            never checks pongs itself, so a dead peer is only noticed this way.
+        max_message_size: Largest message accepted, in bytes; a larger one closes the
+            connection with 1009.
+        log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
+    """
+
+    bind: tuple[str, ...] = attrs.field(
+        default=("127.0.0.1:8000",), converter=_to_binds, validator=_check_binds
+    )
+    workers: int = attrs.field(default=1, validator=_positive_int)
+    certfile: str | None = attrs.field(default=None)
+    keyfile: str | None = attrs.field(default=None)
+    graceful_timeout: float = attrs.field(default=5.0, validator=_positive)
+    ping_interval: float | None = attrs.field(default=None, validator=_positive)
+    read_timeout: float | None = attrs.field(default=None, validator=_positive)
+    max_message_size: int = attrs.field(default=16 * 2**20, validator=_positive_int)
+    log_level: str = attrs.field(default="info", validator=attrs.validators.in_(LOG_LEVELS))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together: give both for TLS, or neither")
+        if self.ping_interval is not None:
+            if self.read_timeout is None:
+                raise ValueError(
+                    "ping_interval needs read_timeout: hypercorn sends pings but never checks "
+                    "the pongs, so without a read timeout a dead peer is never dropped"
+                )
+            if self.read_timeout <= self.ping_interval:
+                raise ValueError(
+                    f"read_timeout ({self.read_timeout}s) must be longer than ping_interval "
+                    f"({self.ping_interval}s), or live clients are dropped between pings"
+                )
+        elif self.read_timeout is not None:
+            raise ValueError(
+                "read_timeout without ping_interval drops every client that stays quiet "
+                "that long; set ping_interval too (shorter than read_timeout)"
+            )
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+    def to_hypercorn(self) -> hypercorn.config.Config:
+        """The equivalent hypercorn configuration (trio worker)."""
+        config = hypercorn.config.Config()
+        config.bind = list(self.bind)
+        config.workers = self.workers
+        config.worker_class = "trio"
+        config.certfile = self.certfile
+        config.keyfile = self.keyfile
+        config.graceful_timeout = self.graceful_timeout
+        config.websocket_ping_interval = self.ping_interval
+        # hypercorn types this as int seconds; it uses it as a trio timeout, floats work.
+        config.read_timeout = self.read_timeout  # type: ignore[assignment]
+        config.websocket_max_message_size = self.max_message_size
+        config.loglevel = self.log_level.upper()
+        return config
+
+
+def websocket_urls(binds: Sequence[str]) -> list[str]:
+    """hypercorn reports ``http://`` and ``https://``; WebSocket clients want ``ws(s)://``."""
+    return [re.sub(r"^http", "ws", bind, count=1) for bind in binds]
+
+
+async def serve(
+    app: Callable[..., Awaitable[None]],
+    config: ServerConfig | None = None,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` with hypercorn's trio worker, in this Trio program.
+
+    ``await nursery.start(serve, app, config)`` returns the ``ws://`` (or ``wss://``) URLs
+    it listens on. When ``shutdown_trigger`` returns, the server stops accepting, every
+    open WebSocket is cancelled and closed with its ``shutdown_close_code`` (1001) at once,
+    and ``serve`` returns once the last connection has ended (after ``graceful_timeout``
+    at most). Cancelling ``serve`` instead stops everything now; WebSockets inside
+    ``async with ws`` still get a close frame (1001).
+
+    Raises:
+        ValueError: ``config.workers`` is not 1 (several processes need the command line).
+        OSError: An address cannot be bound (in use, say).
+    """
+    config = ServerConfig() if config is None else config
+    if config.workers != 1:
+        raise ValueError(
+            "serve() runs one worker inside this Trio program; for several worker "
+            "processes use `python -m trio_bocaws --workers N module:app`"
+        )
+    shutdown = ServerShutdown()
+    wrapped, trigger = announce_shutdown(app, shutdown_trigger or trio.sleep_forever, shutdown)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(
+                hypercorn.trio.serve,
+                wrapped,
+                config.to_hypercorn(),
+                shutdown_trigger=trigger,
+                mode="asgi",
+            )
+        )
+        task_status.started(websocket_urls(binds))
