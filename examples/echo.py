@@ -1,33 +1,28 @@
-"""Echo server: every message comes back as it was sent.
+"""Echo: every message comes back as it was sent.
 
-Run it, then open http://127.0.0.1:8000 and type:
-
-    python examples/echo.py
-    hypercorn --worker-class trio examples.echo:app     (the same app, hypercorn's CLI)
+python examples/echo.py                                   # then open http://127.0.0.1:8000
+python -m trio_bocaws examples.echo:app
+hypercorn --worker-class trio examples.echo:app
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from trio_bocaws import App, HTMLPage, WebSocket, run
 
-import trio
-
-from trio_bocaws import WebSocket
-
-PAGE = b"""<!doctype html>
+PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>trio_bocaws echo</title>
 <form id="form">
-  <input id="text" autofocus placeholder="say something"> <button>Send</button>
+  <input id="text" autofocus placeholder="say something" autocomplete="off">
+  <button>Send</button>
 </form>
 <pre id="log"></pre>
 <script>
-const log = (line) => document.getElementById("log").textContent += line + "\\n";
+const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
 const ws = new WebSocket(`ws://${location.host}/echo`);
 ws.onopen = () => log("connected");
 ws.onmessage = (event) => log("< " + event.data);
-ws.onclose = (event) => log(`closed ${event.code} ${event.reason}`);
+ws.onclose = (event) => log(`closed: ${event.code} ${event.reason}`);
 document.getElementById("form").onsubmit = (event) => {
   event.preventDefault();
   const input = document.getElementById("text");
@@ -38,43 +33,15 @@ document.getElementById("form").onsubmit = (event) => {
 </script>
 """
 
+app = App(HTMLPage(PAGE))
 
+
+@app.websocket_route("/echo")
 async def echo(ws: WebSocket) -> None:
-    async with ws:
-        async for message in ws:
-            await ws.send(message)
-
-
-async def app(scope: Mapping[str, Any], receive: Any, send: Any) -> None:
-    """A bare ASGI app: the page over HTTP, the echo over WebSocket."""
-    if scope["type"] == "websocket":
-        await echo(WebSocket(scope, receive, send))
-    elif scope["type"] == "http":
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/html; charset=utf-8")],
-            }
-        )
-        await send({"type": "http.response.body", "body": PAGE})
-    elif scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
-
-
-async def main() -> None:
-    import hypercorn.config
-    import hypercorn.trio
-
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:8000"]
-    print("Echo server on http://127.0.0.1:8000 (Ctrl+C to stop)")
-    await hypercorn.trio.serve(app, config)
+    async for message in ws:
+        await ws.send(message)
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    print("Echo server: open http://127.0.0.1:8000 (Ctrl+C to stop)")
+    run(app)

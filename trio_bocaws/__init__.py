@@ -13,9 +13,11 @@ from ._errors import UnexpectedMessageType as UnexpectedMessageType
 from ._errors import WebSocketClosedError as WebSocketClosedError
 from ._errors import WebSocketDisconnect as WebSocketDisconnect
 from ._errors import WebSocketStateError as WebSocketStateError
+from ._http import HTMLPage as HTMLPage
 from ._routing import ParameterError as ParameterError
 from ._routing import WebSocketRoute as WebSocketRoute
 from ._serve import ServerConfig as ServerConfig
+from ._serve import run as run
 from ._serve import serve as serve
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketState as WebSocketState
@@ -29,6 +31,7 @@ __all__ = [
     "App",
     "AppConfig",
     "CloseCodes",
+    "HTMLPage",
     "ParameterError",
     "ServerConfig",
     "TrioBocawsError",
@@ -40,6 +43,7 @@ __all__ = [
     "WebSocketRoute",
     "WebSocketState",
     "WebSocketStateError",
+    "run",
     "serve",
 ]
 

@@ -6,14 +6,11 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import trio
-
-from ._serve import LOG_LEVELS, ServerConfig, serve
+from ._serve import LOG_LEVELS, ServerConfig, run
 
 __all__ = ["main"]
 
@@ -106,26 +103,6 @@ def _configure_logging(level: str) -> None:
     logger.propagate = False
 
 
-async def _serve_until_signalled(
-    app: Callable[..., Awaitable[None]], config: ServerConfig
-) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def first_signal() -> None:
-                await signals.__anext__()
-                # A second signal stops at once instead of gracefully.
-                nursery.start_soon(_cancel_on_next_signal, signals, nursery.cancel_scope)
-
-            await serve(app, config, shutdown_trigger=first_signal)
-            nursery.cancel_scope.cancel()
-
-
-async def _cancel_on_next_signal(signals: Any, scope: trio.CancelScope) -> None:
-    await signals.__anext__()
-    scope.cancel()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     try:
@@ -151,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(config.log_level)
     try:
         if config.workers == 1:
-            trio.run(_serve_until_signalled, app, config)
+            run(app, config)
             return 0
         return _run_workers(arguments.app, config)
     except OSError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Final
@@ -12,9 +14,13 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from ._errors import leaves
 from ._shutdown import ServerShutdown, announce_shutdown
 
-__all__ = ["ServerConfig", "serve"]
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["ServerConfig", "run", "serve"]
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
@@ -167,14 +173,59 @@ async def serve(
         )
     shutdown = ServerShutdown()
     wrapped, trigger = announce_shutdown(app, shutdown_trigger or trio.sleep_forever, shutdown)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(
-                hypercorn.trio.serve,
-                wrapped,
-                config.to_hypercorn(),
-                shutdown_trigger=trigger,
-                mode="asgi",
+    try:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                partial(
+                    hypercorn.trio.serve,
+                    wrapped,
+                    config.to_hypercorn(),
+                    shutdown_trigger=trigger,
+                    mode="asgi",
+                )
             )
-        )
-        task_status.started(websocket_urls(binds))
+            task_status.started(websocket_urls(binds))
+    except BaseExceptionGroup as group:
+        _raise_bind_error(group)
+        raise
+
+
+def _raise_bind_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """hypercorn's nurseries wrap a failed bind twice over; a caller wants the OSError."""
+    errors = [error for error in leaves(group) if not isinstance(error, trio.Cancelled)]
+    if len(errors) == 1 and isinstance(errors[0], OSError):
+        raise errors[0] from group
+
+
+def run(app: Callable[..., Awaitable[None]], config: ServerConfig | None = None) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully; a second signal
+    stops at once. For ``if __name__ == "__main__": run(app)``.
+
+    Raises:
+        OSError: An address cannot be bound (in use, say).
+    """
+    try:
+        trio.run(_serve_until_signalled, app, ServerConfig() if config is None else config)
+    except BaseExceptionGroup as group:
+        _raise_bind_error(group)
+        raise
+
+
+async def _serve_until_signalled(
+    app: Callable[..., Awaitable[None]], config: ServerConfig
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def first_signal() -> None:
+                await signals.__anext__()
+                # A second signal stops at once instead of gracefully.
+                nursery.start_soon(_cancel_on_next_signal, signals, nursery.cancel_scope)
+
+            await serve(app, config, shutdown_trigger=first_signal)
+            nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_next_signal(signals: Any, scope: trio.CancelScope) -> None:
+    await signals.__anext__()
+    scope.cancel()

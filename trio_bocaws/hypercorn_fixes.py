@@ -33,8 +33,10 @@ On a hypercorn version not in :data:`VERIFIED_VERSIONS` nothing is installed and
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
@@ -151,6 +153,8 @@ def install() -> bool:
         shutdown_trigger: Any = None,
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        if _is_command_line_worker(shutdown_trigger):
+            shutdown_trigger = _or_sigterm(shutdown_trigger)
         app, shutdown_trigger = announce_shutdown(app, shutdown_trigger, ServerShutdown())
         await original_worker_serve(
             app,
@@ -174,6 +178,39 @@ def install() -> bool:
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign,assignment]
     WSStream.app_send = app_send  # type: ignore[method-assign,assignment]
     return True
+
+
+def _is_command_line_worker(shutdown_trigger: Any) -> bool:
+    """Whether this is a worker process that hypercorn's command line started."""
+    from hypercorn.utils import check_multiprocess_shutdown_event
+
+    return (
+        isinstance(shutdown_trigger, functools.partial)
+        and shutdown_trigger.func is check_multiprocess_shutdown_event
+    )
+
+
+def _or_sigterm(shutdown_trigger: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """Also treat SIGTERM as the shutdown trigger.
+
+    hypercorn's supervisor asks its workers to stop through a shared event they poll every
+    0.1 s, and as soon as the first worker has exited it SIGTERMs the others; a trio worker
+    dies of that at once, and its clients see 1006. Taking SIGTERM as the signal to shut
+    down gracefully lets every worker close its WebSockets with 1001.
+    """
+
+    async def trigger() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def first_of(wait: Callable[[], Awaitable[Any]]) -> None:
+                    await wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(first_of, shutdown_trigger)
+                nursery.start_soon(first_of, signals.__anext__)
+
+    return trigger
 
 
 def uninstall() -> None:

@@ -1,0 +1,174 @@
+"""The command lines, run as real processes: ``python -m trio_bocaws`` and hypercorn's."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from trio_bocaws._cli import main
+
+from .conftest import close_of, connect
+from .subprocesses import ROOT, ServerProcess, server_process
+
+TIMEOUT = 15
+
+
+async def _echo_once(url: str) -> None:
+    async with connect(url + "/echo") as client:
+        await client.send_message("ping")
+        assert await client.get_message() == "ping"
+
+
+async def _shutdown_is_seen_by_clients(server: ServerProcess, urls: list[str]) -> None:
+    """SIGTERM the server while clients wait; each must see 1001 and a reason."""
+    closes: list[tuple[int, str]] = []
+    connected = 0
+    all_connected = trio.Event()
+
+    async def wait_for_close(url: str) -> None:
+        nonlocal connected
+        async with connect(url) as client:
+            connected += 1
+            if connected == len(urls):
+                all_connected.set()
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await client.get_message()
+            closes.append(close_of(closed))
+
+    async with trio.open_nursery() as nursery:
+        for url in urls:
+            nursery.start_soon(wait_for_close, url)
+        await all_connected.wait()
+        assert await server.stop() == 0
+    assert closes == [(1001, "server shutting down")] * len(urls)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["trio_bocaws", "examples.echo:app", "--bind", "127.0.0.1:0"],
+        ["hypercorn", "--worker-class", "trio", "-b", "127.0.0.1:0", "examples.echo:app"],
+    ],
+    ids=["trio_bocaws", "hypercorn"],
+)
+async def test_echo_example_under_each_command_line(command: list[str]) -> None:
+    async with server_process(command) as server:
+        with trio.fail_after(TIMEOUT):
+            await _echo_once(server.url)
+            await _shutdown_is_seen_by_clients(server, [server.url + "/echo"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["trio_bocaws", "tests.apps.workers:app", "--bind", "127.0.0.1:0", "--workers", "2"],
+        [
+            "hypercorn",
+            "--worker-class",
+            "trio",
+            "--workers",
+            "2",
+            "-b",
+            "127.0.0.1:0",
+            "tests.apps.workers:app",
+        ],
+    ],
+    ids=["trio_bocaws", "hypercorn"],
+)
+async def test_two_worker_processes(command: list[str]) -> None:
+    async with server_process(command, expect_urls=2) as server:
+        with trio.fail_after(TIMEOUT):
+            pids: set[str] = set()
+            async with trio.open_nursery() as nursery:
+                # Connections spread over the workers as the kernel hands out accepts;
+                # keep each open so that the next one may land elsewhere.
+                done = trio.Event()
+
+                async def hold() -> None:
+                    async with connect(server.url + "/pid") as client:
+                        pids.add(str(await client.get_message()))
+                        if len(pids) == 2:
+                            done.set()
+                        await done.wait()
+
+                for _ in range(40):
+                    nursery.start_soon(hold)
+                    await trio.sleep(0.01)
+                    if done.is_set():
+                        break
+                with trio.move_on_after(5):
+                    await done.wait()
+                done.set()
+            assert len(pids) == 2, f"all connections went to worker(s) {pids}"
+            await _shutdown_is_seen_by_clients(server, [server.url + "/pid" for _ in range(6)])
+
+
+# -- Bad input: one line, non-zero exit --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["nosuchmodule:app"], "cannot import 'nosuchmodule': no module named 'nosuchmodule'"),
+        (["examples.echo:nope"], "module 'examples.echo' has no attribute 'nope'"),
+        (["not a path"], "app must be given as module:attribute"),
+        (["examples.echo:app", "--bind", "nonsense"], "invalid bind address 'nonsense'"),
+        (["examples.echo:app", "--ping-interval", "5"], "ping_interval needs read_timeout"),
+        (["examples.echo:app", "--workers", "0"], "workers must be an int of at least 1"),
+        (["examples.echo:app", "--certfile", "/no/cert.pem", "--keyfile", "k"], "no such file"),
+        (["examples.echo:app", "--log-level", "loud"], "argument --log-level: invalid choice"),
+        ([], "the following arguments are required: app"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    arguments: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith("trio-bocaws: error: ")
+    assert message in error
+
+
+def test_port_in_use_is_one_line_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trio_bocaws",
+                "examples.echo:app",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"trio-bocaws: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "trio-bocaws"
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    )
+    assert "module:attribute" in result.stdout

@@ -1,0 +1,132 @@
+"""trio_bocaws.serve and ServerConfig: running an app inside a Trio program."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from trio_bocaws import App, ServerConfig, WebSocket, serve
+
+from .conftest import close_of, connect
+
+TIMEOUT = 5
+
+
+def echo_app() -> App:
+    app = App()
+
+    @app.websocket_route("/echo")
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
+async def test_serve_reports_websocket_urls_and_serves(nursery: trio.Nursery) -> None:
+    config = ServerConfig(bind=("127.0.0.1:0", "127.0.0.1:0"))
+    urls = await nursery.start(serve, echo_app(), config)
+    assert len(urls) == 2
+    with trio.fail_after(TIMEOUT):
+        for url in urls:
+            assert url.startswith("ws://127.0.0.1:")
+            async with connect(url + "/echo") as client:
+                await client.send_message("hi")
+                assert await client.get_message() == "hi"
+
+
+async def test_shutdown_closes_every_connection_with_1001_at_once() -> None:
+    seen: list[str] = []
+    waiting = 0
+    all_waiting = trio.Event()
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        nonlocal waiting
+        await ws.accept()
+        waiting += 1
+        if waiting == 5:
+            all_waiting.set()
+        try:
+            await ws.receive_text()
+        except trio.Cancelled:
+            seen.append("cancelled")
+            raise
+
+    stop = trio.Event()
+    closes: list[tuple[int, str]] = []
+
+    async def client(url: str) -> None:
+        async with connect(url + "/wait") as connection:
+            with pytest.raises(ConnectionClosed) as closed:
+                await connection.get_message()
+            closes.append(close_of(closed))
+
+    # The grace period is long: closing must not wait for it.
+    config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=30)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            async with trio.open_nursery() as clients:
+                for _ in range(5):
+                    clients.start_soon(client, url)
+                await all_waiting.wait()
+                stop.set()
+        # serve() has returned, well within the grace period.
+    assert closes == [(1001, "server shutting down")] * 5
+    assert seen == ["cancelled"] * 5
+
+
+async def test_serve_runs_one_worker_only() -> None:
+    with pytest.raises(ValueError, match="one worker"):
+        await serve(echo_app(), ServerConfig(workers=2))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bind": "localhost"}, "invalid bind address 'localhost'"),
+        ({"bind": "127.0.0.1:99999"}, "invalid bind address"),
+        ({"bind": ()}, "at least one address"),
+        ({"workers": 0}, "workers must be an int of at least 1"),
+        ({"certfile": "cert.pem"}, "certfile and keyfile go together"),
+        ({"ping_interval": 5}, "ping_interval needs read_timeout"),
+        ({"ping_interval": 5, "read_timeout": 5}, "must be longer than ping_interval"),
+        ({"read_timeout": 5}, "read_timeout without ping_interval"),
+        ({"graceful_timeout": -1}, "graceful_timeout must be a number above 0"),
+        ({"max_message_size": 0}, "max_message_size"),
+        ({"log_level": "loud"}, "log_level"),
+    ],
+)
+def test_server_config_names_the_problem(options: dict[str, Any], message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        ServerConfig(**options)
+
+
+def test_server_config_maps_onto_hypercorn() -> None:
+    config = ServerConfig(
+        bind=["0.0.0.0:9000", "[::1]:9001", "unix:/tmp/x.sock"],
+        workers=3,
+        graceful_timeout=2,
+        ping_interval=10,
+        read_timeout=25,
+        max_message_size=1024,
+        log_level="warning",
+    )
+    hyper = config.to_hypercorn()
+    assert hyper.bind == ["0.0.0.0:9000", "[::1]:9001", "unix:/tmp/x.sock"]
+    assert (hyper.workers, hyper.worker_class) == (3, "trio")
+    assert (hyper.graceful_timeout, hyper.websocket_ping_interval, hyper.read_timeout) == (
+        2,
+        10,
+        25,
+    )
+    assert hyper.websocket_max_message_size == 1024
+    assert hyper.loglevel == "WARNING"
+    assert attrs.evolve(config, workers=1).workers == 1
