@@ -349,4 +349,4 @@ class _ViewScope:
         return await self._ws._open(accept=False)
 
     async def __aexit__(self, *exc_info: Any) -> bool:
-        return await self._ws.__aexit__(*exc_info)
+        return await self._ws.__aexit__(*exc_info)  # noqa: ASYNC102 (it shields its close)

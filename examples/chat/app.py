@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from trio_bocaws import App, HTMLPage, WebSocket, WebSocketDisconnect, run
 
 PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
@@ -47,7 +49,9 @@ async def chat(ws: WebSocket, room: str, user: str = "anonymous") -> None:
         if not rooms[room]:
             del rooms[room]
         else:
-            await broadcast(room, {"user": user, "left": True})
+            # Also when cancelled (server shutdown): shielded, and bounded.
+            with trio.move_on_after(2, shield=True):
+                await broadcast(room, {"user": user, "left": True})
 
 
 if __name__ == "__main__":
