@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -164,6 +165,37 @@ def test_port_in_use_is_one_line_and_exit_1() -> None:
     assert "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line == f"trio-bocaws: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_failing_startup_is_one_line_and_exit_1() -> None:
+    command = ["-m", "trio_bocaws", "tests.apps.broken_startup:app", "--bind", "127.0.0.1:0"]
+    result = subprocess.run(
+        [sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("trio-bocaws: error: the app failed to start: ")
+    assert "connect_to_database failed: ConnectionRefusedError('database is down')" in last
+    assert "Traceback (most recent call last)" in result.stderr  # the callback's, logged once
+    assert result.stderr.count("Traceback (most recent call last)") == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["trio_bocaws", "examples.chat.app:app", "--bind", "127.0.0.1:0"],
+        ["hypercorn", "--worker-class", "trio", "-b", "127.0.0.1:0", "examples.chat.app:app"],
+    ],
+    ids=["trio_bocaws", "hypercorn"],
+)
+async def test_chat_example_under_each_command_line(command: list[str]) -> None:
+    async with server_process(command) as server:
+        with trio.fail_after(TIMEOUT):
+            async with connect(server.url + "/chat/lobby?user=ada") as ada:
+                assert json.loads(await ada.get_message()) == {"user": "ada", "joined": True}
+                await ada.send_message('{"text": "hello"}')
+                assert json.loads(await ada.get_message()) == {"user": "ada", "text": "hello"}
+            await _shutdown_is_seen_by_clients(server, [server.url + "/chat/den"])
 
 
 def test_console_script_is_installed() -> None:

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
+from hypercorn.utils import LifespanFailureError
+
 from ._serve import LOG_LEVELS, ServerConfig, run
 
 __all__ = ["main"]
@@ -131,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run(app, config)
             return 0
         return _run_workers(arguments.app, config)
+    except LifespanFailureError as exc:
+        print(f"{PROGRAM}: error: the app failed to start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         binds = ", ".join(config.bind)
         print(

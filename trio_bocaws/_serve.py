@@ -164,6 +164,8 @@ async def serve(
     Raises:
         ValueError: ``config.workers`` is not 1 (several processes need the command line).
         OSError: An address cannot be bound (in use, say).
+        hypercorn.utils.LifespanFailureError: The app failed to start (a startup callback
+            of an :class:`~trio_bocaws.App` raised); the message says which and why.
     """
     config = ServerConfig() if config is None else config
     if config.workers != 1:
@@ -186,14 +188,17 @@ async def serve(
             )
             task_status.started(websocket_urls(binds))
     except BaseExceptionGroup as group:
-        _raise_bind_error(group)
+        _raise_startup_error(group)
         raise
 
 
-def _raise_bind_error(group: BaseExceptionGroup[BaseException]) -> None:
-    """hypercorn's nurseries wrap a failed bind twice over; a caller wants the OSError."""
+def _raise_startup_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """hypercorn's nurseries wrap a failed bind, or a failed lifespan startup, in two
+    exception groups; a caller wants the error itself."""
+    from hypercorn.utils import LifespanFailureError
+
     errors = [error for error in leaves(group) if not isinstance(error, trio.Cancelled)]
-    if len(errors) == 1 and isinstance(errors[0], OSError):
+    if len(errors) == 1 and isinstance(errors[0], (OSError, LifespanFailureError)):
         raise errors[0] from group
 
 
@@ -207,7 +212,7 @@ def run(app: Callable[..., Awaitable[None]], config: ServerConfig | None = None)
     try:
         trio.run(_serve_until_signalled, app, ServerConfig() if config is None else config)
     except BaseExceptionGroup as group:
-        _raise_bind_error(group)
+        _raise_startup_error(group)
         raise
 
 
