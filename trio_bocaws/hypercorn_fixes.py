@@ -33,6 +33,7 @@ On a hypercorn version not in :data:`VERIFIED_VERSIONS` nothing is installed and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -153,16 +154,18 @@ def install() -> bool:
         shutdown_trigger: Any = None,
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        if _is_command_line_worker(shutdown_trigger):
-            shutdown_trigger = _or_sigterm(shutdown_trigger)
-        app, shutdown_trigger = announce_shutdown(app, shutdown_trigger, ServerShutdown())
-        await original_worker_serve(
-            app,
-            config,
-            sockets=sockets,
-            shutdown_trigger=shutdown_trigger,
-            task_status=task_status,
-        )
+        with contextlib.ExitStack() as stack:
+            if _is_command_line_worker(shutdown_trigger):
+                signals = stack.enter_context(trio.open_signal_receiver(signal.SIGTERM))
+                shutdown_trigger = _or_sigterm(shutdown_trigger, signals)
+            app, shutdown_trigger = announce_shutdown(app, shutdown_trigger, ServerShutdown())
+            await original_worker_serve(
+                app,
+                config,
+                sockets=sockets,
+                shutdown_trigger=shutdown_trigger,
+                task_status=task_status,
+            )
 
     _originals.update(
         handle=original_handle,
@@ -190,25 +193,26 @@ def _is_command_line_worker(shutdown_trigger: Any) -> bool:
     )
 
 
-def _or_sigterm(shutdown_trigger: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    """Also treat SIGTERM as the shutdown trigger.
+def _or_sigterm(
+    shutdown_trigger: Callable[[], Awaitable[None]], signals: Any
+) -> Callable[[], Awaitable[None]]:
+    """Also treat SIGTERM (from ``signals``, a Trio signal receiver) as the trigger.
 
     hypercorn's supervisor asks its workers to stop through a shared event they poll every
     0.1 s, and as soon as the first worker has exited it SIGTERMs the others; a trio worker
-    dies of that at once, and its clients see 1006. Taking SIGTERM as the signal to shut
-    down gracefully lets every worker close its WebSockets with 1001.
+    dies of that at once, and its clients see 1006. The receiver stays open for the whole
+    life of the worker, so that a SIGTERM that comes during the shutdown is absorbed too.
     """
 
     async def trigger() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
 
-                async def first_of(wait: Callable[[], Awaitable[Any]]) -> None:
-                    await wait()
-                    nursery.cancel_scope.cancel()
+            async def first_of(wait: Callable[[], Awaitable[Any]]) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
 
-                nursery.start_soon(first_of, shutdown_trigger)
-                nursery.start_soon(first_of, signals.__anext__)
+            nursery.start_soon(first_of, shutdown_trigger)
+            nursery.start_soon(first_of, signals.__anext__)
 
     return trigger
 
