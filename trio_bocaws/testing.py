@@ -507,7 +507,7 @@ class _Lifespan:
                 raise RuntimeError(f"the app failed to start: {self._failed}")
         except BaseException:
             nursery.cancel_scope.cancel()
-            await self._close()
+            await self._close()  # noqa: ASYNC102 (closes the nursery it just cancelled)
             raise
 
     def begin_shutdown(self) -> None:
