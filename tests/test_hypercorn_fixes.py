@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -146,3 +147,44 @@ async def test_close_codes_under_the_hypercorn_command_line() -> None:
             async with connect(server.url + "/last") as observer:
                 assert await observer.get_message() == "4001 from the CLI"
         assert await server.stop() == 0
+
+
+async def _race_close_and_send(close: Any, rounds: int = 200) -> dict[str, int]:
+    """Close a stream in one task while another starts sending on it; count outcomes."""
+    from hypercorn.trio.tcp_server import TCPServer
+
+    outcomes = {"sent": 0, "closed": 0, "busy": 0}
+    for _ in range(rounds):
+        ours, theirs = trio.socket.socketpair()
+        stream = trio.SocketStream(ours)
+        server = TCPServer.__new__(TCPServer)
+        server.stream = stream  # type: ignore[assignment]
+
+        async def send(stream: trio.SocketStream = stream) -> None:
+            try:
+                await stream.send_all(b"x")
+                outcomes["sent"] += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                outcomes["closed"] += 1  # what hypercorn's protocol_send handles
+            except trio.BusyResourceError:
+                outcomes["busy"] += 1  # what escapes it and stops the worker
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close, server)
+            nursery.start_soon(send)
+        theirs.close()
+    return outcomes
+
+
+async def test_closing_while_a_send_starts_never_makes_the_send_busy() -> None:
+    from hypercorn.trio.tcp_server import TCPServer
+
+    outcomes = await _race_close_and_send(TCPServer._close)
+    assert outcomes["busy"] == 0, outcomes
+    assert outcomes["closed"] > 0  # the race did happen
+
+
+async def test_hypercorns_own_close_makes_the_racing_send_busy() -> None:
+    """The upstream behaviour the fix exists for (if this fails, upstream fixed it)."""
+    outcomes = await _race_close_and_send(hypercorn_fixes._originals["tcp_close"])
+    assert outcomes["busy"] > 0, outcomes

@@ -8,6 +8,7 @@ from ._config import CloseCodes as CloseCodes
 from ._config import WebSocketConfig as WebSocketConfig
 from ._datastructures import URL as URL
 from ._datastructures import Address as Address
+from ._errors import RejectConnection as RejectConnection
 from ._errors import TrioBocawsError as TrioBocawsError
 from ._errors import UnexpectedMessageType as UnexpectedMessageType
 from ._errors import WebSocketClosedError as WebSocketClosedError
@@ -33,6 +34,7 @@ __all__ = [
     "CloseCodes",
     "HTMLPage",
     "ParameterError",
+    "RejectConnection",
     "ServerConfig",
     "TrioBocawsError",
     "UnexpectedMessageType",

@@ -7,14 +7,16 @@ import inspect
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, Final, TypeVar, overload
 
 import attrs
 import trio
 
 from ._config import WebSocketConfig
-from ._errors import WebSocketDisconnect, WebSocketStateError, leaves
-from ._routing import ParameterError, Router, View, WebSocketRoute
+from ._errors import RejectConnection, WebSocketDisconnect, WebSocketStateError, leaves
+from ._origins import OriginPattern, origin_allowed, parse_origins
+from ._routing import APP_DEFAULT, Authenticate, ParameterError, Router, View, WebSocketRoute
+from ._validation import HeadersLike
 from ._websocket import Receive, Send, WebSocket
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -30,6 +32,11 @@ V = TypeVar("V", bound=View)
 C = TypeVar("C", bound=Callback)
 
 
+def _optional_cap(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"{attribute.name} must be None or an int of at least 1, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class AppConfig:
     """App-wide settings. Immutable; change with :func:`attrs.evolve`.
@@ -37,11 +44,28 @@ class AppConfig:
     Attributes:
         websocket: Defaults for every route's connections; a route's own keywords
             override them.
+        allowed_origins: Web pages, besides the server's own, whose scripts may connect:
+            exact origins (``"https://app.example.com"``), subdomain patterns
+            (``"*.example.com"``, ``"https://*.example.com:8443"``), or ``"*"`` for any
+            page (which turns the check off). A handshake whose ``Origin`` is neither the
+            host the client connected to nor listed is refused with HTTP 403, before any
+            view runs: the defence against cross-site WebSocket hijacking.
+        allow_missing_origin: Accept handshakes without an ``Origin`` header. Browsers
+            always send one; other clients (scripts, servers) usually do not.
+        max_connections: Open WebSockets this app serves at once, in this process;
+            further handshakes are refused with HTTP 503 (existing connections go on).
+            ``None`` for no cap. The default, 10,000, holds about 250 MB of connection
+            state on hypercorn; raise the file-descriptor limit to match.
     """
 
     websocket: WebSocketConfig = attrs.field(
         factory=WebSocketConfig, validator=attrs.validators.instance_of(WebSocketConfig)
     )
+    allowed_origins: tuple[OriginPattern, ...] = attrs.field(default=(), converter=parse_origins)
+    allow_missing_origin: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool)
+    )
+    max_connections: int | None = attrs.field(default=10_000, validator=_optional_cap)
 
 
 async def _not_found(scope: Any, receive: Receive, send: Send) -> None:
@@ -64,17 +88,12 @@ async def _call(callback: Callback) -> None:
         await result
 
 
-def _describe(callback: Callback) -> str:
+def _describe(callback: Callable[..., Any]) -> str:
     return getattr(callback, "__qualname__", None) or repr(callback)
 
 
 class App:
     """An ASGI 3 application that routes WebSocket connections to views.
-
-    Args:
-        http_app: An ASGI app for plain HTTP requests (the page that opens the socket,
-            say). Without one, HTTP requests get a 404.
-        config: App-wide settings, :class:`AppConfig`.
 
     ::
 
@@ -87,15 +106,38 @@ class App:
 
     Serve it with ``python -m trio_bocaws module:app`` or
     ``hypercorn --worker-class trio module:app``.
+
+    Args:
+        http_app: An ASGI app for plain HTTP requests (the page that opens the socket,
+            say). Without one, HTTP requests get a 404.
+        config: App-wide settings, :class:`AppConfig`.
+        authenticate: A hook run before every view (routes may replace it): called with
+            the :class:`~trio_bocaws.WebSocket` before the handshake is answered, sync or
+            async. What it returns is attached as ``ws.user``; raising
+            :class:`~trio_bocaws.RejectConnection` refuses the handshake with its status
+            and body (401, 403...).
     """
 
-    def __init__(self, http_app: ASGIApp | None = None, *, config: AppConfig | None = None):
+    def __init__(
+        self,
+        http_app: ASGIApp | None = None,
+        *,
+        config: AppConfig | None = None,
+        authenticate: Authenticate | None = None,
+    ):
         self._http_app = http_app or _not_found
         self._config = AppConfig() if config is None else config
+        self._authenticate = _check_hook(authenticate)
         self._router = Router()
         self._startup: list[Callback] = []
         self._shutdown: list[Callback] = []
         self._nursery: trio.Nursery | None = None
+        self._connections = 0
+
+    @property
+    def connections(self) -> int:
+        """WebSocket connections open right now (counted against ``max_connections``)."""
+        return self._connections
 
     @property
     def config(self) -> AppConfig:
@@ -134,10 +176,17 @@ class App:
         receive_type: str | None = None,
         send_type: str | None = None,
         caught_close_codes: Any = None,
+        idle_timeout: float | None = None,
+        authenticate: Any = APP_DEFAULT,
         config: WebSocketConfig | None = None,
     ) -> WebSocketRoute:
-        """Route connections to ``pattern`` to ``view``; the keywords are as for
-        :class:`~trio_bocaws.WebSocket` and override the app's defaults (or ``config``).
+        """Route connections to ``pattern`` to ``view``.
+
+        ``auto_accept``, ``value_type``, ``receive_type``, ``send_type``,
+        ``caught_close_codes`` and ``idle_timeout`` are as for
+        :class:`~trio_bocaws.WebSocketConfig`, and override the app's defaults (or
+        ``config``). ``authenticate`` replaces the app's hook for this route; ``None``
+        means no authentication here.
 
         Raises:
             TypeError: ``view`` is not an ``async def``, or its parameters do not fit.
@@ -153,7 +202,9 @@ class App:
                 receive_type=receive_type,
                 send_type=send_type,
                 caught_close_codes=caught_close_codes,
+                idle_timeout=idle_timeout,
             ),
+            authenticate=_check_hook(authenticate),
         )
         self._router.add(route)
         return route
@@ -167,6 +218,8 @@ class App:
         receive_type: str | None = None,
         send_type: str | None = None,
         caught_close_codes: Any = None,
+        idle_timeout: float | None = None,
+        authenticate: Any = APP_DEFAULT,
         config: WebSocketConfig | None = None,
     ) -> Callable[[V], V]:
         """Decorator form of :meth:`add_websocket_route`; returns the view unchanged."""
@@ -180,6 +233,8 @@ class App:
                 receive_type=receive_type,
                 send_type=send_type,
                 caught_close_codes=caught_close_codes,
+                idle_timeout=idle_timeout,
+                authenticate=authenticate,
                 config=config,
             )
             return view
@@ -220,22 +275,51 @@ class App:
             await self._lifespan(receive, send)
 
     async def _websocket(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
+        config = self._config
+        cap = config.max_connections
+        if cap is not None and self._connections >= cap:
+            logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
+            ws = WebSocket.from_config(scope, receive, send, config.websocket)
+            await _refuse(ws, 503, "the server is at capacity; try again later", _RETRY)
+            return
+        self._connections += 1
+        try:
+            await self._connection(scope, receive, send)
+        finally:
+            self._connections -= 1
+
+    async def _connection(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
+        config = self._config
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
+        origin = _origin_of(scope)
+        if not origin_allowed(origin, scope, config.allowed_origins, config.allow_missing_origin):
+            logger.warning(
+                "refused a WebSocket handshake to %s from origin %r: not the server's own, "
+                "nor in allowed_origins",
+                path,
+                origin,
+            )
+            ws = WebSocket.from_config(scope, receive, send, config.websocket)
+            await _refuse(ws, 403, f"origin {origin!r} may not open this WebSocket")
+            return
         found = self._router.match(path)
         if found is None:
-            ws = WebSocket.from_config(scope, receive, send, self._config.websocket)
+            ws = WebSocket.from_config(scope, receive, send, config.websocket)
             # Bocadillo refused unknown paths with 403; the body says why.
-            await self._refuse(ws, 403, f"no WebSocket route for {path}")
+            await _refuse(ws, 403, f"no WebSocket route for {path}")
             return
         route, raw_params = found
         ws = WebSocket.from_config(scope, receive, send, route.config)
         try:
             arguments = route.arguments(ws, raw_params)
         except ParameterError as exc:
-            await self._refuse(ws, 400, str(exc))
+            await _refuse(ws, 400, str(exc))
+            return
+        hook = self._authenticate if route.authenticate is APP_DEFAULT else route.authenticate
+        if hook is not None and not await self._authenticated(ws, hook, route):
             return
         try:
             async with _ViewScope(ws):
@@ -244,9 +328,21 @@ class App:
             self._report(exc, route)
 
     @staticmethod
-    async def _refuse(ws: WebSocket, status: int, body: str) -> None:
-        with contextlib.suppress(WebSocketDisconnect):  # the client gave up first
-            await ws.reject(status, body=body)
+    async def _authenticated(ws: WebSocket, hook: Authenticate, route: WebSocketRoute) -> bool:
+        """Run the hook; attach what it returns to ``ws``, or refuse the handshake."""
+        try:
+            result = hook(ws)
+            if inspect.isawaitable(result):
+                result = await result
+        except RejectConnection as refusal:
+            await _refuse(ws, refusal.status, refusal.body, refusal.headers)
+            return False
+        except Exception:
+            logger.exception("authenticate hook %s failed for %r", _describe(hook), route.pattern)
+            await _refuse(ws, 500, "")
+            return False
+        ws._user = result
+        return True
 
     @staticmethod
     def _report(exc: BaseException, route: WebSocketRoute) -> None:
@@ -331,6 +427,30 @@ class App:
                 await _call(callback)
             except Exception:
                 logger.exception("shutdown callback %s failed", _describe(callback))
+
+
+async def _refuse(
+    ws: WebSocket, status: int, body: str | bytes, headers: HeadersLike | None = None
+) -> None:
+    with contextlib.suppress(WebSocketDisconnect):  # the client gave up first
+        await ws.reject(status, body=body, headers=headers)
+
+
+_RETRY: Final = (("retry-after", "5"),)
+
+
+def _origin_of(scope: Mapping[str, Any]) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            origin: str = value.decode("latin-1")
+            return origin
+    return None
+
+
+def _check_hook(hook: Any) -> Any:
+    if hook is not None and hook is not APP_DEFAULT and not callable(hook):
+        raise TypeError(f"authenticate must be a callable taking the WebSocket, not {hook!r}")
+    return hook
 
 
 class _ViewScope:

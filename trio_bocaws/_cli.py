@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         help="drop a client silent this long (longer than --ping-interval)",
     )
     parser.add_argument(
-        "--max-message-size", type=int, default=16 * 2**20, metavar="BYTES", help="default 16 MiB"
+        "--max-message-size", type=int, default=2**20, metavar="BYTES", help="default 1 MiB"
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     return parser

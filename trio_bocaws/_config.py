@@ -107,6 +107,11 @@ def _positive_number(_: object, attribute: attrs.Attribute[float], value: object
         raise ValueError(f"{attribute.name} must be a number of seconds above 0, not {value!r}")
 
 
+def _optional_positive_number(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _positive_number(_, attribute, value)
+
+
 def _positive_int(_: object, attribute: attrs.Attribute[int], value: object) -> None:
     if type(value) is not int or value < 1:
         raise ValueError(f"{attribute.name} must be an int of at least 1, not {value!r}")
@@ -138,6 +143,10 @@ class WebSocketConfig:
         max_buffered_messages: How many messages may wait for the next ``receive`` while the
             handler is busy elsewhere. Past this, the server stops reading from the client
             (backpressure); nothing is dropped.
+        idle_timeout: Seconds without a message from the client after which the block is
+            cancelled and the connection closed with 1001 ("idle"), or ``None`` (the
+            default) for no limit: a client that only listens is not idle to its user.
+            Only inside ``async with ws`` (every :class:`~trio_bocaws.App` view).
     """
 
     auto_accept: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
@@ -154,6 +163,7 @@ class WebSocketConfig:
         default="server shutting down", validator=_check_reason
     )
     max_buffered_messages: int = attrs.field(default=16, validator=_positive_int)
+    idle_timeout: float | None = attrs.field(default=None, validator=_optional_positive_number)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> WebSocketConfig:
@@ -183,6 +193,7 @@ class WebSocketConfig:
         receive_type: str | None = None,
         send_type: str | None = None,
         caught_close_codes: object = None,
+        idle_timeout: float | None = None,
     ) -> WebSocketConfig:
         """Return a copy with Bocadillo's constructor keywords applied.
 
@@ -201,6 +212,8 @@ class WebSocketConfig:
             changes["send_type"] = send_type
         if caught_close_codes is not None:
             changes["caught_close_codes"] = caught_close_codes
+        if idle_timeout is not None:
+            changes["idle_timeout"] = idle_timeout
         if not changes:
             return self
         return attrs.evolve(self, **changes)

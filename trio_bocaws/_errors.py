@@ -3,6 +3,7 @@
 The tree::
 
     TrioBocawsError
+    ├── RejectConnection            raise it to refuse a handshake (status, headers, body)
     ├── WebSocketDisconnect         the client went away    (also trio.BrokenResourceError)
     ├── UnexpectedMessageType       a text frame where bytes were expected, or the reverse
     │                               (also TypeError)
@@ -19,6 +20,7 @@ Bocadillo documented misuse as `RuntimeError`, so state errors are still caught 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import trio
 
@@ -26,6 +28,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
+    "RejectConnection",
     "TrioBocawsError",
     "UnexpectedMessageType",
     "WebSocketClosedError",
@@ -36,6 +39,32 @@ __all__ = [
 
 class TrioBocawsError(Exception):
     """Base class of every error raised by trio_bocaws."""
+
+
+class RejectConnection(TrioBocawsError):
+    """Raise this to refuse a connection: from an ``authenticate`` hook, or from a view
+    before it accepts.
+
+    The client's handshake fails with an HTTP response carrying ``status``, ``headers``
+    and ``body``. Raised after the connection was accepted, it closes it with 1008
+    (policy violation) instead.
+
+    Args:
+        status: An HTTP error status (401 to ask for credentials, 403 to refuse).
+        body: The response body, ``str`` (sent as UTF-8 text) or ``bytes``.
+        headers: Extra response headers, as pairs or a mapping
+            (``{"www-authenticate": "Bearer"}``).
+    """
+
+    def __init__(self, status: int = 403, body: str | bytes = b"", headers: Any = None) -> None:
+        super().__init__(status, body, headers)
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    def __str__(self) -> str:
+        body = self.body.decode("utf-8", "replace") if isinstance(self.body, bytes) else self.body
+        return f"connection refused with HTTP {self.status}" + (f": {body}" if body else "")
 
 
 class WebSocketDisconnect(TrioBocawsError, trio.BrokenResourceError):

@@ -15,9 +15,27 @@ import attrs
 from ._config import WebSocketConfig
 from ._websocket import WebSocket
 
-__all__ = ["CONVERTERS", "ParameterError", "Router", "WebSocketRoute"]
+__all__ = [
+    "APP_DEFAULT",
+    "CONVERTERS",
+    "Authenticate",
+    "ParameterError",
+    "Router",
+    "WebSocketRoute",
+]
 
 View = Callable[..., typing.Awaitable[None]]
+Authenticate = Callable[[WebSocket], Any]
+"""An authentication hook: ``(ws) -> user``, sync or async."""
+
+
+class _AppDefault:
+    def __repr__(self) -> str:
+        return "APP_DEFAULT"
+
+
+APP_DEFAULT: Final = _AppDefault()
+"""A route's ``authenticate`` when it uses the app's hook."""
 
 
 @attrs.frozen
@@ -108,9 +126,17 @@ class WebSocketRoute:
     )
     _query: tuple[_QueryParameter, ...] = attrs.field(alias="query", repr=False)
     _pass_path_params: frozenset[str] = attrs.field(alias="pass_path_params", repr=False)
+    authenticate: Any = attrs.field(default=APP_DEFAULT, kw_only=True)
 
     @classmethod
-    def create(cls, pattern: str, view: View, config: WebSocketConfig) -> WebSocketRoute:
+    def create(
+        cls,
+        pattern: str,
+        view: View,
+        config: WebSocketConfig,
+        *,
+        authenticate: Any = APP_DEFAULT,
+    ) -> WebSocketRoute:
         """Compile ``pattern`` and check ``view`` against it.
 
         Raises:
@@ -188,6 +214,7 @@ class WebSocketRoute:
             path_converters=converters,
             query=tuple(query),
             pass_path_params=frozenset(path_names),
+            authenticate=authenticate,
         )
 
     @property

@@ -96,7 +96,7 @@ class ServerConfig:
     graceful_timeout: float = attrs.field(default=5.0, validator=_positive)
     ping_interval: float | None = attrs.field(default=None, validator=_positive)
     read_timeout: float | None = attrs.field(default=None, validator=_positive)
-    max_message_size: int = attrs.field(default=16 * 2**20, validator=_positive_int)
+    max_message_size: int = attrs.field(default=2**20, validator=_positive_int)
     log_level: str = attrs.field(default="info", validator=attrs.validators.in_(LOG_LEVELS))
 
     def __attrs_post_init__(self) -> None:

@@ -24,6 +24,7 @@ from ._datastructures import (
     url_from_scope,
 )
 from ._errors import (
+    RejectConnection,
     UnexpectedMessageType,
     WebSocketClosedError,
     WebSocketDisconnect,
@@ -150,6 +151,7 @@ class WebSocket:
         "_reader_paused",
         "_receive",
         "_receive_impl",
+        "_received_at",
         "_receiving",
         "_scope",
         "_send",
@@ -160,6 +162,7 @@ class WebSocket:
         "_subprotocol",
         "_unyielded_sends",
         "_url",
+        "_user",
     )
 
     def __init__(
@@ -218,6 +221,9 @@ class WebSocket:
         self._nursery_manager: Any = None
         self._depth = 0
         self._cancel_close: tuple[int, str] | None = None
+        # When the last message arrived; kept only when the config has an idle timeout.
+        self._received_at: float | None = None
+        self._user: Any = None
         # The background reader; created the first time it is needed.
         self._buffer: deque[Event] | None = None
         self._reader_active = False
@@ -314,6 +320,12 @@ class WebSocket:
     def state(self) -> WebSocketState:
         """Where the connection is in its life."""
         return self._state
+
+    @property
+    def user(self) -> Any:
+        """What the route's ``authenticate`` hook returned (a user, say); ``None`` without
+        a hook."""
+        return self._user
 
     @property
     def close_code(self) -> int | None:
@@ -511,6 +523,8 @@ class WebSocket:
         self._sending_since = None
         self._streaming = False
         if event["type"] == "websocket.receive":
+            if self._received_at is not None:  # only with an idle timeout
+                self._received_at = trio.current_time()
             return event
         raise self._record_disconnect(event)
 
@@ -847,19 +861,37 @@ class WebSocket:
             self._depth += 1
             return self
         manager = trio.open_nursery()
-        self._nursery = await manager.__aenter__()
+        self._nursery = nursery = await manager.__aenter__()
         self._nursery_manager = manager
         shutdown = server_shutdown_of(self._scope)
         if shutdown is not None:
             shutdown.watch(self)
+        idle_timeout = self._config.idle_timeout
+        if idle_timeout is not None:
+            self._received_at = trio.current_time()
+            nursery.start_soon(self._close_when_idle, idle_timeout)
         return self
 
     def _shut_down(self) -> None:
         """Cancel the block because the server is stopping; close with the shutdown code."""
-        if self._nursery is not None:
-            config = self._config
-            self._cancel_close = (config.shutdown_close_code, config.shutdown_close_reason)
+        config = self._config
+        self._cancel_with(config.shutdown_close_code, config.shutdown_close_reason)
+
+    def _cancel_with(self, code: int, reason: str) -> None:
+        """Cancel the block (and the connection's tasks); close with ``code``, ``reason``."""
+        if self._nursery is not None and self._cancel_close is None:
+            self._cancel_close = (code, reason)
             self._nursery.cancel_scope.cancel()
+
+    async def _close_when_idle(self, limit: float) -> None:
+        # _received_at moves on with every message; wake when it may have gone stale.
+        while True:
+            last = self._received_at
+            assert last is not None
+            if trio.current_time() >= last + limit:
+                break
+            await trio.sleep_until(last + limit)
+        self._cancel_with(1001, f"idle: no message for {limit:g} seconds")
 
     async def __aexit__(
         self,
@@ -898,6 +930,7 @@ class WebSocket:
     async def _close_after(self, failure: BaseException | None) -> bool:
         """Close as the outcome of the block requires; return whether to swallow it."""
         swallow = False
+        refusal: RejectConnection | None = None
         if failure is None:
             outcome = "normal"
         else:
@@ -906,6 +939,9 @@ class WebSocket:
                 caught = self._config.caught_close_codes
                 swallow = all(leaf.code in caught for leaf in errors)  # type: ignore[attr-defined]
                 outcome = "normal" if swallow else "error"
+            elif len(errors) == 1 and isinstance(errors[0], RejectConnection):
+                refusal, swallow = errors[0], True
+                outcome = "refused"
             elif any(isinstance(leaf, trio.Cancelled) for leaf in errors) or not any(
                 isinstance(leaf, Exception) for leaf in errors
             ):
@@ -913,18 +949,20 @@ class WebSocket:
             else:
                 outcome = "error"
         if self._cancel_close is not None and outcome == "normal":
-            outcome = "cancelled"  # shut down by the server; the nursery absorbed it
+            outcome = "cancelled"  # shut down or idle; the nursery absorbed the cancellation
         if self._state is _CONNECTED or self._state is _CONNECTING:
-            await self._close_within_timeout(outcome)
+            await self._close_within_timeout(outcome, refusal)
         return swallow
 
-    async def _close_within_timeout(self, outcome: str) -> None:
+    async def _close_within_timeout(self, outcome: str, refusal: RejectConnection | None) -> None:
         config = self._config
         if outcome == "cancelled":
             code, reason = self._cancel_close or (
                 config.cancelled_close_code,
                 config.cancelled_close_reason,
             )
+        elif outcome == "refused":
+            code, reason = 1008, ""
         else:
             code, reason = (1000 if outcome == "normal" else 1011), ""
         # Shielded so that a cancelled handler still sends its close frame; bounded so that
@@ -932,15 +970,7 @@ class WebSocket:
         with trio.move_on_after(config.close_timeout, shield=True) as scope:
             try:
                 if self._state is _CONNECTING:
-                    # The handler never answered the handshake.
-                    if outcome == "cancelled":
-                        await self.reject(503)
-                    elif config.auto_accept:
-                        # As Bocadillo, which accepted before the view ran, would have.
-                        await self.accept()
-                        await self.close(code, reason)
-                    else:
-                        await self.reject(500 if outcome == "error" else 403)
+                    await self._answer_unanswered(outcome, code, reason, refusal)
                 else:
                     await self.close(code, reason)
             except (WebSocketDisconnect, WebSocketStateError):
@@ -951,6 +981,21 @@ class WebSocket:
                 self,
                 config.close_timeout,
             )
+
+    async def _answer_unanswered(
+        self, outcome: str, code: int, reason: str, refusal: RejectConnection | None
+    ) -> None:
+        """The handler ended without answering the handshake: answer it."""
+        if refusal is not None:
+            await self.reject(refusal.status, body=refusal.body, headers=refusal.headers)
+        elif outcome == "cancelled":
+            await self.reject(503)
+        elif self._config.auto_accept:
+            # As Bocadillo, which accepted before the view ran, would have.
+            await self.accept()
+            await self.close(code, reason)
+        else:
+            await self.reject(500 if outcome == "error" else 403)
 
     def __aiter__(self) -> Self:
         return self

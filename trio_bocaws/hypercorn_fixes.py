@@ -23,7 +23,15 @@ every ASGI app in the process:
    every connection inside ``async with ws`` (every :class:`~trio_bocaws.App` view) a
    cancellation at once, and they close with 1001 "server shutting down". This needs a
    shutdown trigger, which ``hypercorn --worker-class trio`` has with its default of one
-   or more worker processes (``--workers 0`` has none).
+   or more worker processes (``--workers 0`` has none). In command-line workers SIGTERM
+   also starts the graceful shutdown: the supervisor SIGTERMs the remaining workers as
+   soon as one has exited, which killed them mid-shutdown.
+4. **A close racing a send no longer crashes the server.** When a connection closes while
+   another task is sending on it (the app closes as the client's close frame arrives, say,
+   or ``read_timeout`` drops a peer while a ping goes out), hypercorn's ``send_eof`` holds
+   the stream across a checkpoint and the other send fails with ``BusyResourceError``,
+   which escapes every nursery and stops the whole worker. The fix shuts the socket down
+   for writing without yielding, so the racing send fails as on any closed connection.
 
 To keep hypercorn exactly as it is, set the environment variable
 ``TRIO_BOCAWS_HYPERCORN_FIXES=0`` before importing trio_bocaws, or call :func:`uninstall`.
@@ -40,6 +48,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from socket import SHUT_WR
 from typing import Any, Final
 
 import trio
@@ -94,12 +103,14 @@ def install() -> bool:
     import hypercorn.trio.run
     from hypercorn.protocol.events import StreamClosed
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    from hypercorn.trio.tcp_server import TCPServer
     from wsproto.connection import ConnectionState
     from wsproto.events import CloseConnection
 
     from ._shutdown import ServerShutdown, announce_shutdown
 
     original_worker_serve: Any = hypercorn.trio.run.worker_serve
+    original_close = TCPServer._close
     original_handle = WSStream.handle
     original_send_event = WSStream._send_wsproto_event
     original_app_send = WSStream.app_send
@@ -167,12 +178,23 @@ def install() -> bool:
                 task_status=task_status,
             )
 
+    async def _close(self: Any) -> None:
+        # As hypercorn's own, minus the checkpoint that trio's send_eof takes while it
+        # holds the stream (SSL streams have no half-close; they only close).
+        socket = getattr(self.stream, "socket", None)
+        if socket is not None and not socket.did_shutdown_SHUT_WR:
+            with contextlib.suppress(OSError):
+                socket.shutdown(SHUT_WR)
+        await self.stream.aclose()
+
     _originals.update(
         handle=original_handle,
         _send_wsproto_event=original_send_event,
         app_send=original_app_send,
         worker_serve=original_worker_serve,
+        tcp_close=original_close,
     )
+    TCPServer._close = _close  # type: ignore[method-assign]
     # hypercorn.trio.serve and the command line's trio_worker look worker_serve up in
     # their own module at call time, after the app (and so this module) was imported.
     hypercorn.trio.run.worker_serve = worker_serve
@@ -224,7 +246,9 @@ def uninstall() -> None:
     import hypercorn.trio
     import hypercorn.trio.run
     from hypercorn.protocol.ws_stream import WSStream
+    from hypercorn.trio.tcp_server import TCPServer
 
+    TCPServer._close = _originals.pop("tcp_close")  # type: ignore[method-assign,assignment]
     worker_serve: Any = _originals.pop("worker_serve")
     hypercorn.trio.run.worker_serve = worker_serve
     hypercorn.trio.worker_serve = worker_serve  # type: ignore[attr-defined]
