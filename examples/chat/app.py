@@ -32,7 +32,8 @@ async def broadcast(room: str, message: dict[str, Any]) -> None:
             rooms[room].discard(member)  # it left; its own view cleans up too
 
 
-@app.websocket_route("/chat/{room}", value_type="json")
+# {room:path}: a room name may hold a "/", which the page sends percent-encoded.
+@app.websocket_route("/chat/{room:path}", value_type="json")
 async def chat(ws: WebSocket, room: str, user: str = "anonymous") -> None:
     await ws.accept()
     rooms[room].add(ws)
