@@ -46,7 +46,8 @@ async def test_chat_room_delivers_to_everyone_in_it_and_no_one_else(serve: Serve
                     await eve.send_message(json.dumps({"text": "anyone?"}))
                     assert await _json(eve) == {"user": "eve", "text": "anyone?"}
             assert await _json(ada) == {"user": "bob", "left": True}
-    assert chat.rooms == {}
+    assert chat.hub.room("lobby").members == 0
+    assert chat.hub.room("den").members == 0
 
 
 async def test_chat_reports_bad_messages_to_the_sender(serve: Serve) -> None:

@@ -3,6 +3,13 @@
 from . import hypercorn_fixes as _hypercorn_fixes
 from ._app import App as App
 from ._app import AppConfig as AppConfig
+from ._broadcast import Broadcast as Broadcast
+from ._broadcast import BroadcastConfig as BroadcastConfig
+from ._broadcast import BroadcastError as BroadcastError
+from ._broadcast import BroadcastOverflow as BroadcastOverflow
+from ._broadcast import Message as Message
+from ._broadcast import Room as Room
+from ._broadcast import Subscription as Subscription
 from ._config import ALL_CLOSE_CODES as ALL_CLOSE_CODES
 from ._config import CloseCodes as CloseCodes
 from ._config import WebSocketConfig as WebSocketConfig
@@ -31,11 +38,18 @@ __all__ = [
     "Address",
     "App",
     "AppConfig",
+    "Broadcast",
+    "BroadcastConfig",
+    "BroadcastError",
+    "BroadcastOverflow",
     "CloseCodes",
     "HTMLPage",
+    "Message",
     "ParameterError",
     "RejectConnection",
+    "Room",
     "ServerConfig",
+    "Subscription",
     "TrioBocawsError",
     "UnexpectedMessageType",
     "WebSocket",

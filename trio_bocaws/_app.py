@@ -12,6 +12,7 @@ from typing import Any, Final, TypeVar, overload
 import attrs
 import trio
 
+from ._broadcast import Broadcast, BroadcastError
 from ._config import WebSocketConfig
 from ._errors import RejectConnection, WebSocketDisconnect, WebSocketStateError, leaves
 from ._origins import OriginPattern, origin_allowed, parse_origins
@@ -116,6 +117,9 @@ class App:
             async. What it returns is attached as ``ws.user``; raising
             :class:`~trio_bocaws.RejectConnection` refuses the handshake with its status
             and body (401, 403...).
+        broadcast: A :class:`~trio_bocaws.Broadcast` hub: connected at startup (if it
+            cannot connect, the server refuses to start), its reader running in the app's
+            nursery, closed at shutdown.
     """
 
     def __init__(
@@ -124,15 +128,30 @@ class App:
         *,
         config: AppConfig | None = None,
         authenticate: Authenticate | None = None,
+        broadcast: Broadcast | None = None,
     ):
         self._http_app = http_app or _not_found
         self._config = AppConfig() if config is None else config
         self._authenticate = _check_hook(authenticate)
+        self._broadcast = broadcast
         self._router = Router()
         self._startup: list[Callback] = []
         self._shutdown: list[Callback] = []
         self._nursery: trio.Nursery | None = None
         self._connections = 0
+
+    @property
+    def broadcast(self) -> Broadcast:
+        """The :class:`~trio_bocaws.Broadcast` hub given to the app.
+
+        Raises:
+            WebSocketStateError: The app was made without one.
+        """
+        if self._broadcast is None:
+            raise WebSocketStateError(
+                "this App has no broadcast hub: App(broadcast=Broadcast(...))"
+            )
+        return self._broadcast
 
     @property
     def connections(self) -> int:
@@ -385,7 +404,9 @@ class App:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
-                    failed = await self._run_startup()
+                    failed = await self._start_broadcast(nursery)
+                    if failed is None:
+                        failed = await self._run_startup()
                     if failed is None:
                         await send({"type": "lifespan.startup.complete"})
                         started = True
@@ -394,6 +415,8 @@ class App:
                 finally:
                     self._nursery = None
                     nursery.cancel_scope.cancel()
+                    if self._broadcast is not None:
+                        self._broadcast.close()
         except Exception as exc:
             # An app-wide task failed, and its siblings were cancelled.
             for error in leaves(exc):
@@ -411,6 +434,16 @@ class App:
             await send({"type": "lifespan.startup.failed", "message": failed})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+    async def _start_broadcast(self, nursery: trio.Nursery) -> str | None:
+        if self._broadcast is None:
+            return None
+        try:
+            await self._broadcast.start(nursery)
+        except BroadcastError as exc:
+            logger.error("broadcast backend failed to start: %s", exc)
+            return f"broadcast backend {self._broadcast.url}: {exc}"
+        return None
 
     async def _run_startup(self) -> str | None:
         for callback in self._startup:

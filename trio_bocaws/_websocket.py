@@ -153,6 +153,7 @@ class WebSocket:
         "_receive_impl",
         "_received_at",
         "_receiving",
+        "_rooms",
         "_scope",
         "_send",
         "_send_impl",
@@ -224,6 +225,7 @@ class WebSocket:
         # When the last message arrived; kept only when the config has an idle timeout.
         self._received_at: float | None = None
         self._user: Any = None
+        self._rooms: dict[str, Any] | None = None  # the broadcast rooms joined
         # The background reader; created the first time it is needed.
         self._buffer: deque[Event] | None = None
         self._reader_active = False

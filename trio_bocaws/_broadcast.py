@@ -1,0 +1,640 @@
+"""Broadcast: publish to named channels, subscribe to them, and rooms of WebSockets.
+
+One :class:`Broadcast` hub per process. Its backend carries messages between processes:
+``memory://`` keeps them in this process (one worker), ``redis://host:port/db`` goes
+through Redis pub/sub, so that every worker (and machine) sees every message. Within the
+process the hub fans each message out to local subscribers without ever waiting for one:
+each subscriber has a bounded buffer, and a full buffer either drops its oldest message
+or closes that subscriber, as :class:`BroadcastConfig` says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+
+from ._errors import TrioBocawsError, WebSocketDisconnect, WebSocketStateError, leaves
+
+if TYPE_CHECKING:
+    from ._websocket import WebSocket
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = [
+    "Broadcast",
+    "BroadcastConfig",
+    "BroadcastError",
+    "BroadcastOverflow",
+    "Message",
+    "Room",
+    "Subscription",
+]
+
+logger = logging.getLogger("trio_bocaws")
+
+Overflow = Literal["drop_oldest", "close"]
+# Over Redis, a payload is one byte saying what it is, then the message.
+_TEXT: Final = b"t"
+_BYTES: Final = b"b"
+_ROOM_PREFIX: Final = "trio_bocaws.room:"
+
+
+class BroadcastError(TrioBocawsError):
+    """The broadcast backend cannot be reached (at startup, or for a publish)."""
+
+
+class BroadcastOverflow(TrioBocawsError):
+    """A subscriber fell so far behind that its buffer overflowed (``on_overflow="close"``)."""
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a number above 0, not {value!r}")
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{attribute.name} must be an int of at least 1, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class BroadcastConfig:
+    """How the hub buffers and reconnects. Immutable; change with :func:`attrs.evolve`.
+
+    Attributes:
+        buffer_size: Messages that may wait for each subscriber (each room member). The
+            publisher never waits for a slow subscriber; when a buffer is full,
+            ``on_overflow`` decides.
+        on_overflow: ``"drop_oldest"`` (the default): the oldest waiting message is
+            dropped, the subscriber goes on with the newer ones. ``"close"``: the
+            subscriber is ended: a room member's connection is closed with 1013 ("try
+            again later"), a :class:`Subscription` raises :class:`BroadcastOverflow`.
+        connect_timeout: Seconds the backend may take to answer at startup.
+        reconnect_delay: Seconds before the first attempt to reconnect to a lost backend;
+            doubled at each failure, up to ``max_reconnect_delay``.
+        max_reconnect_delay: The longest wait between two attempts.
+    """
+
+    buffer_size: int = attrs.field(default=256, validator=_positive_int)
+    on_overflow: Overflow = attrs.field(
+        default="drop_oldest", validator=attrs.validators.in_(("drop_oldest", "close"))
+    )
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
+    reconnect_delay: float = attrs.field(default=0.1, validator=_positive)
+    max_reconnect_delay: float = attrs.field(default=5.0, validator=_positive)
+
+
+@attrs.frozen
+class Message:
+    """A message received on a channel."""
+
+    channel: str
+    data: str | bytes
+
+
+class _Receiver:
+    """One subscriber's bounded buffer, filled by the hub without waiting."""
+
+    __slots__ = (
+        "_buffer",
+        "_lot",
+        "_when_overflowing",
+        "channels",
+        "closed",
+        "dropped",
+        "limit",
+        "on_overflow",
+    )
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        config: BroadcastConfig,
+        when_overflowing: Callable[[_Receiver], None] | None = None,
+    ) -> None:
+        self.channels = channels
+        self.limit = config.buffer_size
+        self.on_overflow = config.on_overflow
+        self._when_overflowing = when_overflowing
+        self._buffer: deque[Message] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.closed: BaseException | None = None
+        self.dropped = 0
+
+    def put(self, message: Message) -> None:
+        if self.closed is not None:
+            return
+        if len(self._buffer) >= self.limit:
+            if self.on_overflow == "close":
+                self.overflowed()
+                return
+            self._buffer.popleft()
+            self.dropped += 1
+        self._buffer.append(message)
+        self._lot.unpark()
+
+    def overflowed(self) -> None:
+        self.close(
+            BroadcastOverflow(
+                f"a subscriber to {', '.join(self.channels)} fell {self.limit} messages behind"
+            )
+        )
+        if self._when_overflowing is not None:
+            self._when_overflowing(self)
+
+    def close(self, reason: BaseException) -> None:
+        self.closed = reason
+        self._buffer.clear()
+        self._lot.unpark_all()
+
+    async def get(self) -> Message:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        while not self._buffer:
+            if self.closed is not None:
+                raise self.closed
+            await self._lot.park()  # a cancellation here loses nothing
+            parked = True
+        message = self._buffer.popleft()
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+
+class Subscription:
+    """Messages from the channels subscribed to, in order; ``async for`` them."""
+
+    def __init__(self, receiver: _Receiver) -> None:
+        self._receiver = receiver
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because this subscriber fell behind (``drop_oldest``)."""
+        return self._receiver.dropped
+
+    async def receive(self) -> Message:
+        """The next message.
+
+        Raises:
+            BroadcastOverflow: With ``on_overflow="close"``, when this subscriber fell
+                ``buffer_size`` messages behind.
+        """
+        return await self._receiver.get()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        return await self._receiver.get()
+
+
+class _MemoryBackend:
+    """Messages stay in this process."""
+
+    def __init__(self, hub: Broadcast) -> None:
+        self._hub = hub
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        self._hub._set_connected(True)
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def publish(self, channel: str, data: str | bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self._hub._deliver(channel, data)
+
+    async def subscribe(self, channel: str) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def forget(self, channel: str) -> None:
+        pass
+
+
+class _RedisBackend:
+    """Redis pub/sub through coredis: every process subscribed to a channel gets it."""
+
+    def __init__(self, hub: Broadcast, url: str) -> None:
+        try:
+            import coredis
+        except ImportError:  # pragma: no cover - depends on the install
+            raise BroadcastError(
+                "the redis:// backend needs coredis: pip install 'trio-bocaws[redis]'"
+            ) from None
+        self._hub = hub
+        self._url = url
+        self._client = coredis.Redis.from_url(url)
+        self._pubsub: Any = None
+        # Channels Redis is subscribed to for us; those no longer wanted are dropped by the
+        # reader when it next looks (a late unsubscribe only costs a few ignored messages).
+        self._stale = trio.Event()
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        """Connect, report it, then read for the life of the hub, reconnecting when Redis
+        goes away. The client lives in this task, from connecting to closing."""
+        import coredis.exceptions
+
+        config = self._hub.config
+        async with self._client:
+            try:
+                with trio.fail_after(config.connect_timeout):
+                    await self._client.ping()
+            except (trio.TooSlowError, OSError, coredis.exceptions.RedisError) as exc:
+                raise BroadcastError(f"cannot connect to {self._url}: {exc!r}") from exc
+            task_status.started()
+            await self._read_forever()
+
+    async def _read_forever(self) -> None:
+        from coredis.retry import NoRetryPolicy
+
+        delay = self._hub.config.reconnect_delay
+        while True:
+            try:
+                pubsub = self._client.pubsub(retry_policy=NoRetryPolicy())
+                async with pubsub:
+                    self._pubsub = pubsub
+                    channels = self._hub._wanted_channels()
+                    if channels:
+                        await pubsub.subscribe(*channels)
+                    self._hub._set_connected(True)
+                    delay = self._hub.config.reconnect_delay
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._drop_stale, pubsub)
+                        await self._read(pubsub)
+            except Exception as exc:
+                # A lost connection shows up as coredis', anyio's or the OS's own error,
+                # often several at once from coredis' task groups: whichever it is, the
+                # reader starts over.
+                self._lost(leaves(exc)[0])
+            finally:
+                self._pubsub = None
+                self._hub._set_connected(False)
+            await trio.sleep(delay)
+            delay = min(delay * 2, self._hub.config.max_reconnect_delay)
+
+    def _lost(self, exc: BaseException) -> None:
+        logger.warning("broadcast: lost %s (%r); reconnecting", self._url, exc)
+
+    async def _read(self, pubsub: Any) -> None:
+        while True:
+            # get_message, not `async for`: coredis ends the iteration while nothing is
+            # subscribed, and a hub may have no subscribers for a while.
+            message = await pubsub.get_message()
+            if message is None or message["type"] != "message":
+                continue
+            channel = message["channel"]
+            if isinstance(channel, bytes):
+                channel = channel.decode("utf-8")
+            payload = message["data"]
+            kind, data = payload[:1], payload[1:]
+            self._hub._deliver(channel, data.decode("utf-8") if kind == _TEXT else bytes(data))
+
+    async def _drop_stale(self, pubsub: Any) -> None:
+        while True:
+            await self._stale.wait()
+            self._stale = trio.Event()
+            wanted = set(self._hub._wanted_channels())
+            subscribed = {
+                c.decode("utf-8") if isinstance(c, bytes) else c for c in pubsub.channels
+            }
+            stale = subscribed - wanted
+            if stale:
+                await pubsub.unsubscribe(*stale)
+
+    async def publish(self, channel: str, data: str | bytes) -> None:
+        import coredis.exceptions
+
+        payload = _TEXT + data.encode("utf-8") if isinstance(data, str) else _BYTES + data
+        try:
+            await self._client.publish(channel, payload)
+        except (OSError, TimeoutError, coredis.exceptions.RedisError) as exc:
+            raise BroadcastError(f"cannot publish to {self._url}: {exc!r}") from exc
+
+    async def subscribe(self, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            await trio.lowlevel.checkpoint()  # subscribed when the reader reconnects
+            return
+        known = {c.decode("utf-8") if isinstance(c, bytes) else c for c in pubsub.channels}
+        if channel not in known:
+            await pubsub.subscribe(channel)
+
+    def forget(self, channel: str) -> None:
+        self._stale.set()
+
+
+class Broadcast:
+    """A hub for publishing to channels and subscribing to them.
+
+    Args:
+        url: ``memory://`` (the default: this process only) or
+            ``redis://host:port/db`` (every process that uses the same Redis; needs the
+            ``redis`` extra, ``pip install 'trio-bocaws[redis]'``).
+        config: :class:`BroadcastConfig`.
+
+    Give it to :class:`~trio_bocaws.App` (``App(broadcast=hub)``) and it connects at
+    startup (a backend it cannot reach stops the server from starting), runs its reader in
+    the app's nursery and closes at shutdown. Outside an App, use ``async with hub:``.
+
+    Raises:
+        ValueError: The URL's scheme is neither ``memory`` nor ``redis``.
+    """
+
+    def __init__(self, url: str = "memory://", *, config: BroadcastConfig | None = None) -> None:
+        scheme = urlsplit(url).scheme
+        self.url = url
+        self.config = BroadcastConfig() if config is None else config
+        self._receivers: dict[str, set[_Receiver]] = {}
+        self._connected = False
+        self._connected_event = trio.Event()
+        self._running: trio.CancelScope | None = None
+        self._nursery_manager: Any = None
+        self._backend: _MemoryBackend | _RedisBackend
+        if scheme == "memory":
+            self._backend = _MemoryBackend(self)
+        elif scheme in ("redis", "rediss"):
+            self._backend = _RedisBackend(self, url)
+        else:
+            raise ValueError(
+                f"unknown broadcast backend {url!r}: use memory:// or redis://host:port/db"
+            )
+
+    def __repr__(self) -> str:
+        return f"<Broadcast {self.url} {'connected' if self._connected else 'not connected'}>"
+
+    # -- Life ------------------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Connect, and run the reader in ``nursery`` until :meth:`aclose`.
+
+        Raises:
+            BroadcastError: The backend cannot be reached.
+        """
+        self._running = trio.CancelScope()
+        try:
+            await nursery.start(self._run, self._running)
+        except BaseExceptionGroup as group:
+            # Raised before the reader reported it had started: a failed connection.
+            errors = [error for error in leaves(group) if not isinstance(error, trio.Cancelled)]
+            if len(errors) == 1:
+                raise errors[0] from None
+            raise
+
+    async def _run(self, scope: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
+        with scope:
+            try:
+                await self._backend.run(task_status)
+            except BaseException as exc:
+                if not scope.cancel_called:
+                    raise
+                # Closing: coredis' teardown of its connections raises errors of its own
+                # (writing to a closed stream) beside the cancellation. They mean nothing
+                # once the hub is closing; only an interrupt must get through.
+                interrupts = [
+                    e for e in leaves(exc) if not isinstance(e, (Exception, trio.Cancelled))
+                ]
+                if interrupts:
+                    raise
+                logger.debug("broadcast: closed %s", self.url, exc_info=exc)
+
+    def close(self) -> None:
+        """Stop the reader, which disconnects. Subscriptions get no more messages."""
+        if self._running is not None:
+            self._running.cancel()
+            self._running = None
+
+    async def aclose(self) -> None:
+        """As :meth:`close`, for ``async with``-style cleanup."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Broadcast:
+        self._nursery_manager = trio.open_nursery()
+        nursery = await self._nursery_manager.__aenter__()
+        try:
+            await self.start(nursery)
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        await self.aclose()
+        result: bool | None = await self._nursery_manager.__aexit__(*exc_info)
+        return result
+
+    @property
+    def connected(self) -> bool:
+        """Whether the backend is connected (and, for Redis, subscribed) right now."""
+        return self._connected
+
+    async def wait_connected(self) -> None:
+        """Wait until the backend is connected and subscriptions are in place."""
+        while not self._connected:
+            await self._connected_event.wait()
+        await trio.lowlevel.checkpoint()
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        if connected:
+            self._connected_event.set()
+        elif self._connected_event.is_set():
+            self._connected_event = trio.Event()
+
+    # -- Publishing and subscribing ---------------------------------------------------------
+
+    async def publish(self, channel: str, data: str | bytes) -> None:
+        """Send ``data`` (text or bytes) to every subscriber of ``channel``, in every process
+        on the same backend.
+
+        Raises:
+            BroadcastError: The backend cannot be reached (Redis is down: the message is
+                not sent; nothing is queued for later).
+            TypeError: ``data`` is neither ``str`` nor ``bytes``.
+        """
+        if not isinstance(data, (str, bytes)):
+            raise TypeError(f"publish() takes str or bytes, not {type(data).__name__}")
+        await self._backend.publish(channel, data)
+
+    @asynccontextmanager
+    async def subscribe(self, *channels: str) -> AsyncIterator[Subscription]:
+        """Subscribe to ``channels`` for the ``async with`` block.
+
+        Messages published after this is entered are delivered; leaving the block (also by
+        cancellation) unsubscribes.
+        """
+        if not channels:
+            raise ValueError("subscribe() needs at least one channel")
+        receiver = await self._add(channels)
+        try:
+            yield Subscription(receiver)
+        finally:
+            self._remove(receiver)
+
+    async def _add(
+        self,
+        channels: Iterable[str],
+        when_overflowing: Callable[[_Receiver], None] | None = None,
+    ) -> _Receiver:
+        names = tuple(channels)
+        receiver = _Receiver(names, self.config, when_overflowing)
+        for channel in names:
+            self._receivers.setdefault(channel, set()).add(receiver)
+        try:
+            for channel in names:
+                await self._backend.subscribe(channel)
+        except BaseException:
+            self._remove(receiver)
+            raise
+        return receiver
+
+    def _remove(self, receiver: _Receiver) -> None:
+        for channel in receiver.channels:
+            members = self._receivers.get(channel)
+            if members is None:
+                continue
+            members.discard(receiver)
+            if not members:
+                del self._receivers[channel]
+                self._backend.forget(channel)
+
+    def _wanted_channels(self) -> list[str]:
+        return list(self._receivers)
+
+    def _deliver(self, channel: str, data: str | bytes) -> None:
+        members = self._receivers.get(channel)
+        if not members:
+            return
+        message = Message(channel, data)
+        for receiver in list(members):
+            receiver.put(message)
+
+    def subscribers(self, channel: str) -> int:
+        """Local subscribers of ``channel`` (in this process)."""
+        return len(self._receivers.get(channel, ()))
+
+    # -- Rooms -----------------------------------------------------------------------------
+
+    def room(self, name: str) -> Room:
+        """The room called ``name`` (a channel of WebSockets)."""
+        return Room(self, name)
+
+
+class Room:
+    """WebSockets that receive every message sent to the room, in every process.
+
+    ::
+
+        room = hub.room("lobby")
+        await room.join(ws)          # until the connection ends (or room.leave(ws))
+        await room.send_json({"user": "ada", "text": "hi"})   # encoded once
+    """
+
+    def __init__(self, hub: Broadcast, name: str) -> None:
+        self.hub = hub
+        self.name = name
+        self.channel = _ROOM_PREFIX + name
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name!r} on {self.hub.url}>"
+
+    @property
+    def members(self) -> int:
+        """WebSockets of this process in the room."""
+        return self.hub.subscribers(self.channel)
+
+    async def join(self, ws: WebSocket) -> None:
+        """Put ``ws`` in the room: from now on it is sent every message of the room.
+
+        A task in the connection's nursery (``ws.nursery``) forwards them, so the
+        membership ends with the connection. Each member has its own bounded buffer; when
+        it overflows, ``on_overflow`` either drops its oldest message or closes the
+        connection with 1013.
+
+        Raises:
+            WebSocketStateError: ``ws`` is not inside ``async with`` (or an App view).
+        """
+        try:
+            nursery = ws.nursery
+        except WebSocketStateError:
+            raise WebSocketStateError(
+                "Room.join() needs the WebSocket inside `async with ws` (or an App view)"
+            ) from None
+        if self.channel in _members_of(ws):
+            return  # already a member
+        receiver = await self.hub._add((self.channel,), partial(_close_slow_member, ws))
+        _members_of(ws)[self.channel] = receiver
+        nursery.start_soon(self._forward, ws, receiver)
+
+    def leave(self, ws: WebSocket) -> None:
+        """Take ``ws`` out of the room (it also leaves when its connection ends)."""
+        receiver = _members_of(ws).pop(self.channel, None)
+        if receiver is not None:
+            receiver.close(WebSocketDisconnect(1000))
+            self.hub._remove(receiver)
+
+    async def _forward(self, ws: WebSocket, receiver: _Receiver) -> None:
+        try:
+            while True:
+                message = await receiver.get()
+                data = message.data
+                if isinstance(data, str):
+                    await ws.send_text(data)
+                else:
+                    await ws.send_bytes(data)
+        except (WebSocketDisconnect, WebSocketStateError, BroadcastOverflow):
+            pass  # the connection is gone or closed, or the member left
+        finally:
+            _members_of(ws).pop(self.channel, None)
+            self.hub._remove(receiver)
+
+    async def send(self, message: Any) -> None:
+        """Send a text (``str``), binary (``bytes``) or JSON (anything else) message."""
+        if isinstance(message, (str, bytes)):
+            await self.hub.publish(self.channel, message)
+        else:
+            await self.send_json(message)
+
+    async def send_text(self, text: str) -> None:
+        """Send a text message to every member."""
+        if not isinstance(text, str):
+            raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
+        await self.hub.publish(self.channel, text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message to every member."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
+        await self.hub.publish(self.channel, data)
+
+    async def send_json(self, data: Any) -> None:
+        """Encode ``data`` as JSON once, and send the text to every member."""
+        await self.hub.publish(self.channel, _dumps(data))
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _members_of(ws: WebSocket) -> dict[str, _Receiver]:
+    """The rooms a WebSocket is in (created on first use: most connections join none)."""
+    rooms: dict[str, _Receiver] | None = ws._rooms
+    if rooms is None:
+        rooms = ws._rooms = {}
+    return rooms
+
+
+def _close_slow_member(ws: WebSocket, receiver: _Receiver) -> None:
+    logger.info("broadcast: closing %r, %d room messages behind", ws, receiver.limit)
+    ws._cancel_with(1013, "too slow: room messages piled up")
