@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from examples import echo
@@ -71,3 +74,139 @@ async def test_chat_serves_its_page(serve: Serve) -> None:
                 response += chunk
     assert response.startswith(b"HTTP/1.1 200")
     assert b"new WebSocket(" in response
+
+
+# -- The JSON API ---------------------------------------------------------------------------
+
+
+async def test_json_api_answers_and_reports_validation_errors(serve: Serve) -> None:
+    from examples import json_api
+
+    server = await serve(json_api.app)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/rpc") as client:
+            exchanges: list[tuple[str, Any]] = [
+                ('{"id": 1, "op": "add", "args": [1, 2.5]}', {"id": 1, "result": 3.5}),
+                ('{"id": 2, "op": "neg", "args": [4]}', {"id": 2, "result": -4}),
+                (
+                    '{"id": 3, "op": "pow", "args": [2]}',
+                    {"id": 3, "error": {"code": "unknown-op", "message": ANY_TEXT}},
+                ),
+                (
+                    '{"id": 4, "op": "add", "args": ["1"]}',
+                    {"id": 4, "error": {"code": "bad-args", "message": ANY_TEXT}},
+                ),
+                (
+                    '{"id": 5, "op": "neg", "args": [1, 2]}',
+                    {"id": 5, "error": {"code": "bad-args", "message": ANY_TEXT}},
+                ),
+                ("[1, 2]", {"id": None, "error": {"code": "not-an-object", "message": ANY_TEXT}}),
+                ("{not json", {"id": None, "error": {"code": "bad-json", "message": ANY_TEXT}}),
+            ]
+            for request, expected in exchanges:
+                await client.send_message(request)
+                assert await _json(client) == expected, request
+            # Still open after the errors.
+            await client.send_message('{"id": 6, "op": "mul", "args": [2, 3]}')
+            assert await _json(client) == {"id": 6, "result": 6}
+
+
+class _AnyText:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+
+ANY_TEXT: Any = _AnyText()
+
+
+# -- Authentication -------------------------------------------------------------------------
+
+
+async def test_auth_refuses_without_a_token_and_greets_with_one(serve: Serve) -> None:
+    from trio_websocket import ConnectionRejected
+
+    from examples import auth
+
+    server = await serve(auth.app)
+    with trio.fail_after(TIMEOUT):
+        for extra, status, body in [
+            ({}, 401, b"a token is required"),
+            ({"query": "?token=guess"}, 403, b"unknown token"),
+        ]:
+            with pytest.raises(ConnectionRejected) as refused:
+                async with connect(server.url + "/me" + extra.get("query", "")):
+                    pass  # pragma: no cover
+            assert (refused.value.status_code, refused.value.body) == (status, body)
+        assert (b"www-authenticate", b"Bearer") in (await _refusal(server.url + "/me")).headers
+        async with connect(server.url + "/me?token=s3cr3t-ada") as client:
+            assert await _json(client) == {"user": "ada"}
+        bearer = [(b"authorization", b"Bearer s3cr3t-bob")]
+        async with connect(server.url + "/me", extra_headers=bearer) as client:
+            assert await _json(client) == {"user": "bob"}
+            await client.send_message("hi")
+            assert await _json(client) == {"user": "bob", "echo": "hi"}
+
+
+async def _refusal(url: str) -> Any:
+    from trio_websocket import ConnectionRejected
+
+    with pytest.raises(ConnectionRejected) as refused:
+        async with connect(url):
+            pass  # pragma: no cover
+    return refused.value
+
+
+# -- The ticker -----------------------------------------------------------------------------
+
+
+async def test_ticker_pushes_to_every_client(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples import ticker
+
+    monkeypatch.setattr(ticker, "INTERVAL", 0.05)
+    server = await serve(ticker.app)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(server.url + "/ticks") as first,
+            connect(server.url + "/ticks") as second,
+        ):
+            seen_first = [await _json(first) for _ in range(3)]
+            seen_second = [await _json(second) for _ in range(3)]
+    for seen in (seen_first, seen_second):
+        ticks = [message["tick"] for message in seen]
+        assert ticks == sorted(ticks) and len(set(ticks)) == 3
+    # Ticks published once both had joined reached both.
+    assert {m["tick"] for m in seen_first} & {m["tick"] for m in seen_second}
+
+
+# -- Streaming a file -----------------------------------------------------------------------
+
+
+async def test_file_stream_sends_chunks_and_a_checkable_summary(
+    serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples import file_stream
+
+    payload = bytes(range(256)) * 1000  # 256,000 bytes: 4 chunks of 64 KiB
+    (tmp_path / "data.bin").write_bytes(payload)
+    monkeypatch.setattr(file_stream, "FILES_DIR", tmp_path)
+    server = await serve(file_stream.app)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/files/data.bin") as client:
+            chunks = []
+            while isinstance(message := await client.get_message(), bytes):
+                chunks.append(message)
+            summary = json.loads(message)
+        assert [len(chunk) for chunk in chunks] == [65536, 65536, 65536, 59392]
+        assert b"".join(chunks) == payload
+        assert summary == {
+            "done": True,
+            "size": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
+        for name in ("missing.bin", ".."):
+            refused = await _refusal(f"{server.url}/files/{name}")
+            assert (refused.status_code, refused.body) == (404, f"no file named {name!r}".encode())
+        # A name with a "/" matches no route at all.
+        assert (await _refusal(f"{server.url}/files/..%2Fsecret")).status_code == 403
