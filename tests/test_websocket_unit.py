@@ -251,7 +251,7 @@ async def test_close_refuses_a_reason_over_123_bytes() -> None:
     assert server.close_sent == (1000, "é" * 61)
 
 
-@pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999])
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 1013, 3000, 4999])
 async def test_close_sends_code_and_reason(code: int) -> None:
     server = FakeServer()
     ws = server.websocket()
@@ -881,3 +881,13 @@ async def test_accept_when_the_server_says_the_client_is_gone() -> None:
     assert info.value.code == 1006
     assert ws.state is WebSocketState.DISCONNECTED
     assert ws.close_code == 1006
+
+
+async def test_receive_json_refuses_nan_and_infinity() -> None:
+    server = FakeServer()
+    ws = server.websocket()
+    await ws.accept()
+    for text in ("NaN", "[Infinity]", '{"x": -Infinity}'):
+        server.client_sends(text)
+        with pytest.raises(json.JSONDecodeError, match="is not valid JSON"):
+            await ws.receive_json()

@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-message-size", type=int, default=2**20, metavar="BYTES", help="default 1 MiB"
     )
+    parser.add_argument(
+        "--write-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="drop a client that leaves what we send unread this long (default 30)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     return parser
 
@@ -118,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ping_interval=arguments.ping_interval,
             read_timeout=arguments.read_timeout,
             max_message_size=arguments.max_message_size,
+            write_timeout=arguments.write_timeout,
             log_level=arguments.log_level,
         )
         for path in (config.certfile, config.keyfile):

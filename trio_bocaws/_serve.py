@@ -16,6 +16,7 @@ import trio
 
 from ._errors import leaves
 from ._shutdown import ServerShutdown, announce_shutdown
+from .hypercorn_fixes import WRITE_TIMEOUT_OPTION
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -52,7 +53,7 @@ def _check_binds(_: object, attribute: attrs.Attribute[Any], binds: tuple[str, .
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None and attribute.name in ("ping_interval", "read_timeout"):
+    if value is None and attribute.name in ("ping_interval", "read_timeout", "write_timeout"):
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{attribute.name} must be a number above 0, not {value!r}")
@@ -82,8 +83,13 @@ class ServerConfig:
         read_timeout: Seconds without anything from a client (pongs count) before it is
             dropped. Must be longer than ``ping_interval``, which it requires: hypercorn
             never checks pongs itself, so a dead peer is only noticed this way.
-        max_message_size: Largest message accepted, in bytes; a larger one closes the
-            connection with 1009.
+        max_message_size: Largest message accepted, in bytes (1 MiB; hypercorn's own default
+            is 16 MiB); a larger one closes the connection with 1009.
+        write_timeout: Seconds a client may leave what we sent unread (its receive window
+            shut) before its connection is dropped, or ``None``. hypercorn's writes cannot
+            be cancelled, so without this a client that stops reading holds the handler
+            that sends to it, and the server's shutdown, forever. Linux only
+            (``TCP_USER_TIMEOUT``); needs :mod:`trio_bocaws.hypercorn_fixes`.
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
     """
 
@@ -97,6 +103,7 @@ class ServerConfig:
     ping_interval: float | None = attrs.field(default=None, validator=_positive)
     read_timeout: float | None = attrs.field(default=None, validator=_positive)
     max_message_size: int = attrs.field(default=2**20, validator=_positive_int)
+    write_timeout: float | None = attrs.field(default=30.0, validator=_positive)
     log_level: str = attrs.field(default="info", validator=attrs.validators.in_(LOG_LEVELS))
 
     def __attrs_post_init__(self) -> None:
@@ -136,6 +143,7 @@ class ServerConfig:
         # hypercorn types this as int seconds; it uses it as a trio timeout, floats work.
         config.read_timeout = self.read_timeout  # type: ignore[assignment]
         config.websocket_max_message_size = self.max_message_size
+        setattr(config, WRITE_TIMEOUT_OPTION, self.write_timeout)
         config.loglevel = self.log_level.upper()
         return config
 

@@ -23,9 +23,10 @@ __all__ = [
 ]
 
 # RFC 6455 section 7.4: 1004 is reserved, 1005, 1006 and 1015 must never be sent in a close
-# frame, and 1016-2999 are reserved for future versions of the protocol (wsproto, which
-# trio-websocket uses, fails the connection with 1002 when it receives one).
-_SENDABLE_PROTOCOL_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+# frame, and 1016-2999 are reserved for future versions of the protocol. 1014 ("bad
+# gateway") is registered with IANA, but wsproto (under trio-websocket, and hypercorn
+# itself) does not know it and fails the connection with 1002 instead: refused too.
+_SENDABLE_PROTOCOL_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1014)})
 APPLICATION_CODES = range(3000, 5000)
 """Codes registered with IANA (3000-3999) or private to an application (4000-4999)."""
 
@@ -76,13 +77,15 @@ def validate_close_code(code: object) -> int:
         why = "it is reserved for reporting a closure locally and never sent on the wire"
     elif code == 1004 or 1015 <= code <= 2999:
         why = "it is reserved by RFC 6455"
+    elif code == 1014:
+        why = "wsproto-based clients (trio-websocket) and servers fail the connection on it"
     elif 100 <= code <= 599:
         why = "it looks like an HTTP status; use reject() to refuse a handshake"
     else:
         why = "close codes range from 1000 to 4999"
     raise ValueError(
         f"cannot close a WebSocket with code {code}: {why}. "
-        "Use 1000-1003 or 1007-1014, or 3000-4999 for your application's own codes"
+        "Use 1000-1003 or 1007-1013, or 3000-4999 for your application's own codes"
     )
 
 

@@ -67,6 +67,11 @@ _WATCH_AFTER: Final = 0.05
 _YIELD_EVERY: Final = 8
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which JSON does not (and send_json refuses).
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
 class WebSocketState(enum.Enum):
     """Where a connection is in its life. Read it from :attr:`WebSocket.state`."""
 
@@ -619,7 +624,8 @@ class WebSocket:
         """Receive a JSON document, sent as a text or a binary (UTF-8) message.
 
         Raises:
-            json.JSONDecodeError: The message is not valid JSON.
+            json.JSONDecodeError: The message is not valid JSON (``NaN`` and ``Infinity``
+                included: Python's json module would take them, JSON does not).
             WebSocketDisconnect: The client has gone.
         """
         event = await self._receive_message()
@@ -632,7 +638,7 @@ class WebSocket:
                 raise json.JSONDecodeError(
                     f"binary message is not UTF-8 ({exc.reason})", repr(data[:64]), exc.start
                 ) from None
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
 
     async def receive(self) -> Any:
         """Receive a message of the configured ``receive_type``."""

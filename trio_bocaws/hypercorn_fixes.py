@@ -32,6 +32,16 @@ every ASGI app in the process:
    the stream across a checkpoint and the other send fails with ``BusyResourceError``,
    which escapes every nursery and stops the whole worker. The fix shuts the socket down
    for writing without yielding, so the racing send fails as on any closed connection.
+5. **A client that stops reading cannot hold a connection (or a shutdown) forever.**
+   hypercorn writes inside a cancel scope shielded with no deadline: once a client stops
+   reading and the buffers are full, the app's ``send`` (and any shutdown waiting for it)
+   blocks until the client reads again. The fix sets ``TCP_USER_TIMEOUT`` (Linux) on every
+   accepted connection: the kernel aborts a connection whose sent data stays unacknowledged,
+   or whose receive window stays shut, that long, and the blocked send fails as on any
+   closed connection. The timeout is ``DEFAULT_WRITE_TIMEOUT`` seconds, or the
+   ``trio_bocaws_write_timeout`` attribute of hypercorn's ``Config`` (which
+   :class:`~trio_bocaws.ServerConfig` sets from its ``write_timeout``; ``None`` turns it
+   off). It costs one ``setsockopt`` per connection, nothing per message.
 
 To keep hypercorn exactly as it is, set the environment variable
 ``TRIO_BOCAWS_HYPERCORN_FIXES=0`` before importing trio_bocaws, or call :func:`uninstall`.
@@ -46,6 +56,7 @@ import functools
 import logging
 import os
 import signal
+import socket as socket_module
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from socket import SHUT_WR
@@ -58,6 +69,13 @@ __all__ = ["ENVIRONMENT_VARIABLE", "VERIFIED_VERSIONS", "install", "installed", 
 logger = logging.getLogger("trio_bocaws")
 
 VERIFIED_VERSIONS: Final = frozenset({"0.17.3", "0.18.0"})
+
+DEFAULT_WRITE_TIMEOUT: Final = 30.0
+"""Seconds a connection may leave sent data unacknowledged (a client not reading) before
+the kernel drops it; see fix 5. Long enough for a stalled mobile network to recover."""
+
+WRITE_TIMEOUT_OPTION: Final = "trio_bocaws_write_timeout"
+"""The attribute of hypercorn's ``Config`` that overrides :data:`DEFAULT_WRITE_TIMEOUT`."""
 """hypercorn releases whose ``ws_stream.py`` these fixes were written for and tested on."""
 
 ENVIRONMENT_VARIABLE: Final = "TRIO_BOCAWS_HYPERCORN_FIXES"
@@ -66,7 +84,7 @@ ENVIRONMENT_VARIABLE: Final = "TRIO_BOCAWS_HYPERCORN_FIXES"
 # Where the close the fixed stream will report is kept, on each WSStream instance.
 _CLOSE_ATTRIBUTE: Final = "_trio_bocaws_close"
 
-_originals: dict[str, Callable[..., Awaitable[None]]] = {}
+_originals: dict[str, Any] = {}
 
 
 def _hypercorn_version() -> str | None:
@@ -111,6 +129,7 @@ def install() -> bool:
 
     original_worker_serve: Any = hypercorn.trio.run.worker_serve
     original_close = TCPServer._close
+    original_init = TCPServer.__init__
     original_handle = WSStream.handle
     original_send_event = WSStream._send_wsproto_event
     original_app_send = WSStream.app_send
@@ -187,7 +206,12 @@ def install() -> bool:
                 socket.shutdown(SHUT_WR)
         await self.stream.aclose()
 
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        _limit_unacknowledged_writes(self.stream, self.config)
+
     _originals.update(
+        tcp_init=original_init,
         handle=original_handle,
         _send_wsproto_event=original_send_event,
         app_send=original_app_send,
@@ -195,6 +219,7 @@ def install() -> bool:
         tcp_close=original_close,
     )
     TCPServer._close = _close  # type: ignore[method-assign]
+    TCPServer.__init__ = __init__  # type: ignore[method-assign]
     # hypercorn.trio.serve and the command line's trio_worker look worker_serve up in
     # their own module at call time, after the app (and so this module) was imported.
     hypercorn.trio.run.worker_serve = worker_serve
@@ -203,6 +228,20 @@ def install() -> bool:
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign,assignment]
     WSStream.app_send = app_send  # type: ignore[method-assign,assignment]
     return True
+
+
+def _limit_unacknowledged_writes(stream: Any, config: Any) -> None:
+    """Set TCP_USER_TIMEOUT on the connection's socket (plain or under TLS), if possible."""
+    timeout = getattr(config, WRITE_TIMEOUT_OPTION, DEFAULT_WRITE_TIMEOUT)
+    option = getattr(socket_module, "TCP_USER_TIMEOUT", None)  # Linux only
+    if timeout is None or option is None:
+        return
+    plain = getattr(stream, "transport_stream", stream)
+    sock = getattr(plain, "socket", None)
+    if sock is None:  # pragma: no cover - a Unix socket or an unusual stream
+        return
+    with contextlib.suppress(OSError):  # not TCP (a Unix socket): nothing to limit
+        sock.setsockopt(socket_module.IPPROTO_TCP, option, int(timeout * 1000))
 
 
 def _is_command_line_worker(shutdown_trigger: Any) -> bool:
@@ -248,7 +287,8 @@ def uninstall() -> None:
     from hypercorn.protocol.ws_stream import WSStream
     from hypercorn.trio.tcp_server import TCPServer
 
-    TCPServer._close = _originals.pop("tcp_close")  # type: ignore[method-assign,assignment]
+    TCPServer._close = _originals.pop("tcp_close")  # type: ignore[method-assign]
+    TCPServer.__init__ = _originals.pop("tcp_init")  # type: ignore[method-assign]
     worker_serve: Any = _originals.pop("worker_serve")
     hypercorn.trio.run.worker_serve = worker_serve
     hypercorn.trio.worker_serve = worker_serve  # type: ignore[attr-defined]
