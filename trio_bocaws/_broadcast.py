@@ -425,13 +425,15 @@ class Broadcast:
             await self.start(nursery)
         except BaseException:
             nursery.cancel_scope.cancel()
-            await self._nursery_manager.__aexit__(None, None, None)
+            # A nursery closes in the scope it opened in; its only task was just cancelled.
+            await self._nursery_manager.__aexit__(None, None, None)  # noqa: ASYNC102
             raise
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        await self.aclose()
-        result: bool | None = await self._nursery_manager.__aexit__(*exc_info)
+        self.close()
+        # As above: the reader was just cancelled, so this only collects it.
+        result: bool | None = await self._nursery_manager.__aexit__(*exc_info)  # noqa: ASYNC102
         return result
 
     @property
