@@ -31,13 +31,29 @@ def hypercorn_versions(session: nox.Session, hypercorn: str) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation, built with warnings as errors (every reference must resolve)."""
+    session.install("-r", "docs/requirements.txt", "-e", ".", *CONSTRAINTS)
+    session.run(
+        "sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and flake8-async's cleanup checks, which ruff lacks."""
     session.install("ruff", "flake8", "flake8-async")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run(
-        "flake8", "--select=ASYNC102,ASYNC120", "trio_bocaws", "tests", "examples", "noxfile.py"
+        "flake8",
+        "--select=ASYNC102,ASYNC120",
+        "trio_bocaws",
+        "trio_bocaws_pytest.py",
+        "tests",
+        "examples",
+        "docs/snippets",
+        "noxfile.py",
     )
 
 
@@ -47,3 +63,5 @@ def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[test]", *CONSTRAINTS)
     session.install("mypy", "exceptiongroup", "nox")
     session.run("mypy")
+    # The docs' snippets import the tutorial's `chat.app` as a reader would, from examples/.
+    session.run("mypy", "docs/snippets", env={"MYPYPATH": "examples"})

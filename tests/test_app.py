@@ -492,3 +492,18 @@ async def test_a_failing_startup_callback_stops_the_server_from_starting(
     assert failure is not None
     [error] = leaves(failure)
     assert "connect_to_database failed: ConnectionRefusedError('database is down')" in str(error)
+
+
+async def test_behind_a_root_path_the_url_has_it_once_and_routes_without_it(
+    serve: Serve,
+) -> None:
+    app = App()
+
+    @app.websocket_route("/whereami")
+    async def whereami(ws: WebSocket) -> None:
+        await ws.send_text(ws.url.path)
+
+    server = await serve(app, root_path="/prefix")
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/prefix/whereami") as client:
+            assert await client.get_message() == "/prefix/whereami"

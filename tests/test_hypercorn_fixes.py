@@ -188,3 +188,15 @@ async def test_hypercorns_own_close_makes_the_racing_send_busy() -> None:
     """The upstream behaviour the fix exists for (if this fails, upstream fixed it)."""
     outcomes = await _race_close_and_send(hypercorn_fixes._originals["tcp_close"])
     assert outcomes["busy"] > 0, outcomes
+
+
+def test_a_deep_copy_of_the_scope_keeps_the_shutdown_signal() -> None:
+    """hypercorn's ProxyFixMiddleware deep-copies the scope, state included."""
+    import copy
+
+    from trio_bocaws._shutdown import STATE_KEY, ServerShutdown, server_shutdown_of
+
+    shutdown = ServerShutdown()
+    scope = {"type": "websocket", "state": {STATE_KEY: shutdown}}
+    assert server_shutdown_of(copy.deepcopy(scope)) is shutdown
+    assert copy.copy(shutdown) is shutdown

@@ -130,3 +130,10 @@ def test_server_config_maps_onto_hypercorn() -> None:
     assert hyper.websocket_max_message_size == 1024
     assert hyper.loglevel == "WARNING"
     assert attrs.evolve(config, workers=1).workers == 1
+
+
+def test_root_path_is_validated_and_passed_to_hypercorn() -> None:
+    assert ServerConfig(root_path="/chat").to_hypercorn().root_path == "/chat"
+    for bad in ("chat", "/chat/", 7):
+        with pytest.raises(ValueError, match="root_path"):
+            ServerConfig(root_path=bad)  # type: ignore[arg-type]

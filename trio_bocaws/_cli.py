@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
         help="drop a client that leaves what we send unread this long (default 30)",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument(
+        "--root-path", default="", metavar="PATH", help="the prefix a proxy serves the app under"
+    )
     return parser
 
 
@@ -126,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_timeout=arguments.read_timeout,
             max_message_size=arguments.max_message_size,
             write_timeout=arguments.write_timeout,
+            root_path=arguments.root_path,
             log_level=arguments.log_level,
         )
         for path in (config.certfile, config.keyfile):

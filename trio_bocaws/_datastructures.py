@@ -101,7 +101,10 @@ def url_from_scope(scope: Mapping[str, Any]) -> URL:
                 if port is None or _DEFAULT_PORTS.get(scheme) == port
                 else f"{server_host}:{port}"
             )
-    path = scope.get("root_path", "") + scope.get("path", "/")
+    # ASGI puts the root path inside "path" already (hypercorn does); add it only if not.
+    path, root = scope.get("path", "/"), scope.get("root_path", "")
+    if root and not path.startswith(root):
+        path = root + path
     query = scope.get("query_string", b"")
     url = f"{scheme}://{host}{path}"
     if query:

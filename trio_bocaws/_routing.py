@@ -219,7 +219,7 @@ class WebSocketRoute:
 
     @property
     def shape(self) -> str:
-        """The pattern with parameter names left out: two routes of one shape collide."""
+        """The pattern with parameter names left out (two routes of one shape collide)."""
         return _PARAMETER.sub(lambda m: "{" + (m.group(2) or "str").strip() + "}", self.pattern)
 
     def match(self, path: str) -> dict[str, str] | None:

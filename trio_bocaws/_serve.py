@@ -59,6 +59,15 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None
         raise ValueError(f"{attribute.name} must be a number above 0, not {value!r}")
 
 
+def _check_root_path(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or (
+        value and (not value.startswith("/") or value.endswith("/"))
+    ):
+        raise ValueError(
+            f"root_path must be '' or a path like /chat (no trailing /), not {value!r}"
+        )
+
+
 def _positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if type(value) is not int or value < 1:
         raise ValueError(f"{attribute.name} must be an int of at least 1, not {value!r}")
@@ -91,6 +100,8 @@ class ServerConfig:
             that sends to it, and the server's shutdown, forever. Linux only
             (``TCP_USER_TIMEOUT``); needs :mod:`trio_bocaws.hypercorn_fixes`.
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
+        root_path: The path prefix a reverse proxy serves the app under (``"/chat"``), as
+            hypercorn's ``--root-path``: an :class:`~trio_bocaws.App` routes the rest.
     """
 
     bind: tuple[str, ...] = attrs.field(
@@ -104,6 +115,7 @@ class ServerConfig:
     read_timeout: float | None = attrs.field(default=None, validator=_positive)
     max_message_size: int = attrs.field(default=2**20, validator=_positive_int)
     write_timeout: float | None = attrs.field(default=30.0, validator=_positive)
+    root_path: str = attrs.field(default="", validator=_check_root_path)
     log_level: str = attrs.field(default="info", validator=attrs.validators.in_(LOG_LEVELS))
 
     def __attrs_post_init__(self) -> None:
@@ -145,6 +157,7 @@ class ServerConfig:
         config.websocket_max_message_size = self.max_message_size
         setattr(config, WRITE_TIMEOUT_OPTION, self.write_timeout)
         config.loglevel = self.log_level.upper()
+        config.root_path = self.root_path
         return config
 
 

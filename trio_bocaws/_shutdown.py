@@ -52,6 +52,14 @@ class ServerShutdown:
     def __len__(self) -> int:
         return len(self._connections)
 
+    # Middleware may copy the scope, state included (hypercorn's ProxyFixMiddleware copies
+    # it deeply): every copy must still be this server's one signal.
+    def __copy__(self) -> ServerShutdown:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ServerShutdown:
+        return self
+
 
 def server_shutdown_of(scope: Mapping[str, Any]) -> ServerShutdown | None:
     """The shutdown signal of the server that gave us ``scope``, if it has one."""

@@ -78,7 +78,7 @@ class WebSocketState(enum.Enum):
     CONNECTING = "connecting"
     """The handshake has not been answered yet."""
     CONNECTED = "connected"
-    """Accepted: messages flow both ways."""
+    """The handshake was accepted; messages flow both ways."""
     REJECTED = "rejected"
     """The application refused the handshake."""
     CLOSED = "closed"
@@ -272,15 +272,15 @@ class WebSocket:
 
     @property
     def headers(self) -> Headers:
-        """The handshake's headers: read-only, case-insensitive, repeated names kept."""
+        """The handshake's headers (read-only, case-insensitive, repeated names kept)."""
         if self._headers is None:
             self._headers = headers_from_scope(self._scope)
         return self._headers
 
     @property
     def query_params(self) -> QueryParams:
-        """The query parameters: ``params["k"]`` is the first value, ``params.getall("k")``
-        every value."""
+        """The query parameters (``params["k"]`` is the first value, ``params.getall("k")``
+        every value)."""
         if self._query_params is None:
             self._query_params = query_params_from_scope(self._scope)
         return self._query_params

@@ -64,11 +64,20 @@ from typing import Any, Final
 
 import trio
 
-__all__ = ["ENVIRONMENT_VARIABLE", "VERIFIED_VERSIONS", "install", "installed", "uninstall"]
+__all__ = [
+    "DEFAULT_WRITE_TIMEOUT",
+    "ENVIRONMENT_VARIABLE",
+    "VERIFIED_VERSIONS",
+    "WRITE_TIMEOUT_OPTION",
+    "install",
+    "installed",
+    "uninstall",
+]
 
 logger = logging.getLogger("trio_bocaws")
 
 VERIFIED_VERSIONS: Final = frozenset({"0.17.3", "0.18.0"})
+"""hypercorn releases whose ``ws_stream.py`` these fixes were written for and tested on."""
 
 DEFAULT_WRITE_TIMEOUT: Final = 30.0
 """Seconds a connection may leave sent data unacknowledged (a client not reading) before
@@ -76,7 +85,6 @@ the kernel drops it; see fix 5. Long enough for a stalled mobile network to reco
 
 WRITE_TIMEOUT_OPTION: Final = "trio_bocaws_write_timeout"
 """The attribute of hypercorn's ``Config`` that overrides :data:`DEFAULT_WRITE_TIMEOUT`."""
-"""hypercorn releases whose ``ws_stream.py`` these fixes were written for and tested on."""
 
 ENVIRONMENT_VARIABLE: Final = "TRIO_BOCAWS_HYPERCORN_FIXES"
 """Set to ``0`` to stop ``import trio_bocaws`` from installing the fixes."""

@@ -19,7 +19,7 @@ timeout, so a test never hangs.
 
 For tests against a real server, :func:`serving` runs hypercorn's trio worker on
 ``127.0.0.1:0`` and :func:`open_websocket` connects trio-websocket to it. The pytest plugin
-(installed with trio_bocaws) wraps both in fixtures: see :mod:`trio_bocaws._pytest_plugin`.
+(installed with trio_bocaws) wraps both in fixtures: see :mod:`trio_bocaws_pytest`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,20 @@
+"""test_chat.py: the chat room, tested in-process (no server, no network)."""
+
+from chat.app import app
+
+from trio_bocaws.testing import TestClient
+
+
+async def test_everyone_in_the_room_hears_a_message() -> None:
+    async with (
+        TestClient(app) as client,
+        client.websocket_connect("/chat/lobby?user=ada") as ada,
+    ):
+        assert await ada.receive_json() == {"user": "ada", "joined": True}
+        async with client.websocket_connect("/chat/lobby?user=bob") as bob:
+            assert await bob.receive_json() == {"user": "bob", "joined": True}
+            assert await ada.receive_json() == {"user": "bob", "joined": True}
+            await bob.send_json({"text": "hi ada"})
+            assert await ada.receive_json() == {"user": "bob", "text": "hi ada"}
+            assert await bob.receive_json() == {"user": "bob", "text": "hi ada"}
+        assert await ada.receive_json() == {"user": "bob", "left": True}

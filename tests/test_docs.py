@@ -1,0 +1,927 @@
+"""The documentation's code: every snippet in docs/ runs here, and is judged by what a client
+sees (close codes, reasons, HTTP statuses and bodies, messages).
+
+The pages include their code from docs/snippets/ (and examples/) with ``literalinclude``;
+``test_every_code_block_comes_from_a_tested_file`` keeps it that way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed as ClientSawClose
+
+import trio_bocaws
+from trio_bocaws import ServerConfig, WebSocketConfig, hypercorn_fixes, serve, testing
+from trio_bocaws.testing import ConnectionClosed, HandshakeRejected, TestClient, open_websocket
+
+from .components import require
+from .conftest import close_of
+from .subprocesses import server_process
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SNIPPETS = DOCS / "snippets"
+EXAMPLES = ROOT / "examples"
+TIMEOUT = 5
+
+pytest_plugins = ["pytester"]
+
+
+def snippet(name: str) -> ModuleType:
+    """Import docs/snippets/<name>.py afresh (its app and module state are new each time)."""
+    path = SNIPPETS / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"docs_snippets_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def chat_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Make ``import chat.app`` find examples/chat, as in the tutorial's project layout."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    try:
+        yield
+    finally:
+        for name in [name for name in sys.modules if name == "chat" or name.startswith("chat.")]:
+            del sys.modules[name]
+
+
+async def refused(client: TestClient, path: str, **options: Any) -> HandshakeRejected:
+    with pytest.raises(HandshakeRejected) as info:
+        async with client.websocket_connect(path, **options):
+            pass  # pragma: no cover
+    return info.value
+
+
+async def closed_with(ws: testing.WebSocketSession) -> tuple[int, str]:
+    """Read until the app closes; return the close code and reason the client saw."""
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await ws.receive()
+    return info.value.code, info.value.reason
+
+
+# -- The pages themselves ------------------------------------------------------------------
+
+_FENCE = re.compile(r"^(`{3,}|:{3,})(.*)$")
+# Blocks that are not code: shell sessions, output, and MyST directives that hold prose.
+_NOT_CODE = {"console", "text", "none"}
+_PROSE_DIRECTIVES = {"{note}", "{warning}", "{tip}", "{important}", "{seealso}", "{toctree}"}
+
+
+def _pages() -> list[Path]:
+    return sorted(path for path in DOCS.rglob("*.md") if "_build" not in path.parts)
+
+
+def _blocks(page: Path) -> Iterator[tuple[str, str, list[str]]]:
+    """(fence info, argument, body lines) of each top-level fenced block of a page."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        found = _FENCE.match(lines[index])
+        index += 1
+        if found is None:
+            continue
+        fence, info = found.group(1), found.group(2).strip()
+        body: list[str] = []
+        while index < len(lines) and lines[index].strip() != fence:
+            body.append(lines[index])
+            index += 1
+        index += 1
+        directive, _, argument = info.partition(" ")
+        yield directive, argument.strip(), body
+
+
+def test_every_code_block_comes_from_a_tested_file() -> None:
+    tests = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / "tests").glob("*.py")}
+    this_file, all_tests = tests["test_docs.py"], "\n".join(tests.values())
+    included: set[Path] = set()
+    for page in _pages():
+        for directive, argument, body in _blocks(page):
+            where = f"{page.relative_to(ROOT)}: {directive} {argument}"
+            if directive in _NOT_CODE or directive in _PROSE_DIRECTIVES:
+                continue
+            if directive == "{eval-rst}":
+                # Only the API reference, and only autodoc and py-domain directives.
+                assert page.name == "api.md", where
+                for line in body:
+                    if line.startswith(".."):
+                        assert re.match(r"\.\. (auto\w+|py:\w+|module)::", line), where
+                    assert not line.rstrip().endswith("::"), f"{where}: a literal block"
+                continue
+            assert directive == "{literalinclude}", f"{where}: code must be included from a file"
+            target = (page.parent / argument).resolve()
+            assert target.is_file(), where
+            included.add(target)
+            if target.parent == SNIPPETS:
+                assert f'"{target.stem}"' in this_file or f'"{target.name}"' in this_file, (
+                    f"{where}: no test in tests/test_docs.py uses {target.name}"
+                )
+            else:
+                # An example: tests/test_examples.py and tests/test_cli.py run them.
+                package = target.parent.relative_to(ROOT).as_posix().replace("/", ".")
+                assert package.startswith("examples") and package in all_tests, where
+    # Every snippet is shown somewhere: none is left over from an old version of a page.
+    assert set(SNIPPETS.glob("*.py")) | set(SNIPPETS.glob("*.conf")) <= included
+
+
+def test_the_api_reference_covers_the_public_api() -> None:
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    for name in trio_bocaws.__all__:
+        assert re.search(rf"\.\. (auto\w+|py:\w+):: trio_bocaws\.{name}\b", api), name
+    for module in (testing, hypercorn_fixes):
+        assert f".. automodule:: {module.__name__}\n   :members:" in api
+        for name in module.__all__:
+            assert getattr(module, name).__doc__, f"{module.__name__}.{name} has no docstring"
+
+
+def test_the_defaults_the_pages_state() -> None:
+    """Numbers the prose gives; if one changes, change the pages with it."""
+    config = WebSocketConfig()
+    assert config.caught_close_codes == trio_bocaws.CloseCodes((1000, 1001))
+    assert (config.close_timeout, config.max_buffered_messages) == (5.0, 16)
+    assert (config.cancelled_close_code, config.cancelled_close_reason) == (1001, "")
+    assert (config.shutdown_close_code, config.shutdown_close_reason) == (
+        1001,
+        "server shutting down",
+    )
+    assert config.idle_timeout is None
+    server = ServerConfig()
+    assert server.bind == ("127.0.0.1:8000",)
+    assert (server.graceful_timeout, server.max_message_size) == (5.0, 2**20)
+    assert (server.ping_interval, server.read_timeout) == (None, None)
+    assert server.write_timeout == hypercorn_fixes.DEFAULT_WRITE_TIMEOUT == 30.0
+    assert testing.DEFAULT_TIMEOUT == 5.0
+    assert hypercorn_fixes.ENVIRONMENT_VARIABLE == "TRIO_BOCAWS_HYPERCORN_FIXES"
+
+
+def test_the_close_code_table() -> None:
+    """guide/closing.md's table says which codes a server may send: check each row."""
+    page = (DOCS / "guide" / "closing.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d{4})(?:-(\d{4}))? \| [^|]+ \| (yes|no)[^|]* \|", page, re.M)
+    assert len(rows) >= 15
+    for first, last, may_send in rows:
+        for code in {int(first), int(last or first)}:
+            if may_send == "yes":
+                WebSocketConfig(cancelled_close_code=code)
+            else:
+                with pytest.raises(ValueError, match=str(code)):
+                    WebSocketConfig(cancelled_close_code=code)
+
+
+# -- Tutorial ------------------------------------------------------------------------------
+
+
+async def test_tutorial_echo_and_its_client(capsys: pytest.CaptureFixture[str]) -> None:
+    echo, client = snippet("tutorial_echo"), snippet("tutorial_client")
+    with trio.fail_after(TIMEOUT):
+        async with testing.serving(echo.app) as server:
+            await client.main(server.url + "/echo")
+    assert capsys.readouterr().out.splitlines() == ["You said: hello", "You said: trio"]
+
+
+@pytest.mark.usefixtures("chat_on_path")
+async def test_tutorial_chat_test() -> None:
+    await snippet("tutorial_test_chat").test_everyone_in_the_room_hears_a_message()
+
+
+# -- Guide: views --------------------------------------------------------------------------
+
+
+async def test_views_parameters_and_what_a_client_sees_on_bad_values() -> None:
+    client = TestClient(snippet("guide_views").app)
+    key = uuid.uuid4()
+    expected: dict[str, Any] = {
+        "/feeds/news?since=5&verbose=yes": {"feed": "news", "since": 5, "verbose": True},
+        "/feeds/news": {"feed": "news", "since": 0, "verbose": False},
+        "/items/42": {"item": 42},
+        "/files/2024/report.txt": {"location": "2024/report.txt"},
+        f"/sessions/{key}": {"key": str(key), "version": 4},
+        "/players/7": {"player": 7},
+        "/search?q=trio": {"q": "trio", "limit": None},
+        "/search?q=trio&limit=3": {"q": "trio", "limit": 3},
+        "/status": "ok",
+    }
+    for path, message in expected.items():
+        async with client.websocket_connect(path) as ws:
+            if path == "/status":  # a text route in a JSON app
+                assert await ws.receive_text() == message
+            else:
+                assert await ws.receive_json() == message
+    bad = {
+        "/feeds/news?since=yesterday": (
+            400,
+            "query parameter 'since' must be an int, got 'yesterday'",
+        ),
+        "/feeds/news?verbose=maybe": (
+            400,
+            "query parameter 'verbose' must be a bool (true/false, 1/0, yes/no, on/off), "
+            "got 'maybe'",
+        ),
+        "/search": (400, "missing query parameter 'q'"),
+        "/players/seven": (400, "path parameter 'player' is invalid: 'seven'"),
+        "/items/forty-two": (403, "no WebSocket route for /items/forty-two"),
+        "/sessions/not-a-uuid": (403, "no WebSocket route for /sessions/not-a-uuid"),
+    }
+    for path, (status, body) in bad.items():
+        rejection = await refused(client, path)
+        assert (rejection.status, rejection.body.decode()) == (status, body), path
+
+
+# -- Guide: connections --------------------------------------------------------------------
+
+
+async def test_accepting_rejecting_and_closing() -> None:
+    module = snippet("guide_connections")
+    client = TestClient(module.app)
+    rejection = await refused(client, "/private")
+    assert (rejection.status, rejection.body) == (401, b"send a valid api-key header")
+    async with client.websocket_connect("/private", headers={"api-key": "s3kr3t"}) as ws:
+        await ws.send_text("hi")
+        assert await ws.receive_text() == "authorized: hi"
+
+    async with client.websocket_connect("/countdown") as ws:
+        assert [await ws.receive_text() for _ in range(3)] == ["3", "2", "1"]
+        assert await closed_with(ws) == (1000, "liftoff")
+    rejection = await refused(client, "/countdown?start=99")
+    assert (rejection.status, rejection.body) == (400, b"start at 10 at most")
+
+    async with client.websocket_connect("/rooms/den") as ws:
+        assert await ws.receive_text() == "welcome to den"
+    rejection = await refused(client, "/rooms/attic")
+    assert (rejection.status, rejection.body) == (404, b"there is no room called 'attic'")
+
+    async with TestClient(module.plain_asgi_app).websocket_connect("/") as ws:
+        await ws.send_json({"a": 1})
+        assert await ws.receive_json() == {"echo": {"a": 1}}
+
+
+async def test_how_a_view_that_never_answers_ends() -> None:
+    """The table in guide/connections.md: a view that ends before answering."""
+    from trio_bocaws import App, RejectConnection, WebSocket
+
+    app = App()
+
+    @app.websocket_route("/auto-returns")
+    async def auto_returns(ws: WebSocket) -> None:
+        pass
+
+    @app.websocket_route("/auto-raises")
+    async def auto_raises(ws: WebSocket) -> None:
+        raise LookupError("bug")
+
+    @app.websocket_route("/manual-returns", auto_accept=False)
+    async def manual_returns(ws: WebSocket) -> None:
+        pass
+
+    @app.websocket_route("/manual-raises", auto_accept=False)
+    async def manual_raises(ws: WebSocket) -> None:
+        raise LookupError("bug")
+
+    @app.websocket_route("/manual-cancelled", auto_accept=False)
+    async def manual_cancelled(ws: WebSocket) -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await trio.sleep_forever()
+        raise AssertionError("not reached")  # pragma: no cover
+
+    @app.websocket_route("/refused-after-accept")
+    async def refused_after_accept(ws: WebSocket) -> None:
+        await ws.accept()
+        raise RejectConnection(403, "too late for a status")
+
+    client = TestClient(app, raise_app_exceptions=False)
+    async with client.websocket_connect("/refused-after-accept") as ws:
+        assert await closed_with(ws) == (1008, "")
+    for path, code in [("/auto-returns", 1000), ("/auto-raises", 1011)]:
+        async with client.websocket_connect(path) as ws:
+            assert await closed_with(ws) == (code, "")
+    for path, status in [("/manual-returns", 403), ("/manual-raises", 500)]:
+        assert (await refused(client, path)).status == status
+
+
+async def test_a_view_cancelled_before_answering_is_refused_with_503() -> None:
+    from trio_bocaws import App, WebSocket
+
+    app = App()
+    waiting = trio.Event()
+
+    @app.websocket_route("/slow", auto_accept=False)
+    async def slow(ws: WebSocket) -> None:
+        waiting.set()
+        await trio.sleep_forever()
+
+    async with TestClient(app) as client, trio.open_nursery() as nursery:
+
+        async def shut_down_when_waiting() -> None:
+            await waiting.wait()
+            client.begin_shutdown()
+
+        nursery.start_soon(shut_down_when_waiting)
+        assert (await refused(client, "/slow")).status == 503
+
+
+# -- Guide: requests -----------------------------------------------------------------------
+
+
+async def test_inspecting_the_request() -> None:
+    client = TestClient(snippet("guide_requests").app)
+    async with client.websocket_connect(
+        "/whoami?tag=a&tag=b",
+        headers={"User-Agent": "docs/1.0"},
+        subprotocols=["chat.v1", "chat.v2"],
+    ) as ws:
+        assert ws.subprotocol == "chat.v2"
+        assert await ws.receive_json() == {
+            "url": "ws://testserver/whoami?tag=a&tag=b",
+            "scheme": "ws",
+            "path": "/whoami",
+            "tags": ["a", "b"],
+            "user_agent": "docs/1.0",
+            "client": "127.0.0.1",
+            "offered": ["chat.v1", "chat.v2"],
+            "subprotocol": "chat.v2",
+        }
+    async with client.websocket_connect("/whoami") as ws:
+        assert ws.subprotocol is None
+        assert (await ws.receive_json())["subprotocol"] is None
+
+
+# -- Guide: messages -----------------------------------------------------------------------
+
+
+async def test_receiving_and_sending_each_value_type() -> None:
+    client = TestClient(snippet("guide_messages").app)
+    async with client.websocket_connect("/shout") as ws:
+        await ws.send_text("hello")
+        assert await ws.receive_text() == "HELLO"
+    async with client.websocket_connect("/double") as ws:
+        await ws.send_bytes(b"ab")
+        assert await ws.receive_bytes() == b"abab"
+    async with client.websocket_connect("/sum") as ws:
+        await ws.send_json([1, 2, 3.5])
+        assert await ws.receive_text() == '{"sum":6.5}'  # compact JSON, in a text frame
+        await ws.send_bytes(b"[1, 1]")  # JSON may come in a binary frame too
+        assert await ws.receive_json() == {"sum": 2}
+    async with client.websocket_connect("/describe") as ws:
+        await ws.send_text('{"a": 1}')
+        assert await ws.receive_text() == "a dict"
+    async with client.websocket_connect("/upload") as ws:
+        await ws.send_text("photo.jpg")
+        await ws.send_bytes(b"\xff" * 10)
+        assert await ws.receive_json() == {"name": "photo.jpg", "size": 10}
+    async with client.websocket_connect("/raw") as ws:
+        await ws.send_text("hi")
+        assert await ws.receive_text() == "You said: hi"
+
+
+async def test_a_frame_of_the_wrong_type_closes_1011(caplog: pytest.LogCaptureFixture) -> None:
+    client = TestClient(snippet("guide_messages").app)
+    with caplog.at_level(logging.ERROR, logger="trio_bocaws"):
+        async with client.websocket_connect("/shout") as ws:
+            await ws.send_bytes(b"not text")
+            assert await closed_with(ws) == (1011, "")
+    [record] = caplog.records
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], trio_bocaws.UnexpectedMessageType)
+    assert isinstance(record.exc_info[1], TypeError)
+
+
+# -- Guide: errors and closing -------------------------------------------------------------
+
+
+async def test_errors_close_codes_and_clients_that_leave(caplog: pytest.LogCaptureFixture) -> None:
+    module = snippet("guide_closing")
+    client = TestClient(module.app)
+    async with client.websocket_connect("/average") as ws:
+        await ws.send_text("4")
+        assert await ws.receive_text() == "average: 4"
+        await ws.send_text("four")
+        assert await ws.receive_text() == "that is not JSON; try again"
+        await ws.send_text("5")
+        assert await ws.receive_text() == "average: 4.5"
+        await ws.send_text('"six"')
+        assert await closed_with(ws) == (4001, "numbers only")
+    async with client.websocket_connect("/average?limit=1") as ws:
+        await ws.send_text("1")
+        await ws.receive_text()
+        await ws.send_text("2")
+        assert await closed_with(ws) == (4002, "at most 1 numbers")
+
+    with caplog.at_level(logging.INFO):
+        async with client.websocket_connect("/ratio") as ws:
+            await ws.send_text("3/4")
+            assert await ws.receive_text() == "0.75"
+            await ws.send_text("1/0")
+            assert await closed_with(ws) == (1011, "")
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [r.name for r in errors] == ["trio_bocaws"]
+        assert errors[0].exc_info is not None and errors[0].exc_info[0] is ZeroDivisionError
+
+        caplog.clear()
+        async with client.websocket_connect("/tracked") as ws:
+            await ws.close(4100, "going")
+        async with client.websocket_connect("/tracked") as ws:
+            await ws.close(1000)
+        async with client.websocket_connect("/goodbyes") as ws:
+            await ws.close(4200, "bye")
+        messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("averages", "client left with 4100 'going'") in messages
+    assert not any("client left with 1000" in message for _, message in messages)
+    assert ("averages", "client left with 4200") in messages
+    # An uncaught code is logged once by the App, as information.
+    assert any(
+        name == "trio_bocaws" and "left with close code 4100 (not in caught_close_codes)" in text
+        for name, text in messages
+    )
+
+
+async def test_close_before_accept_refuses_the_handshake() -> None:
+    from trio_bocaws import WebSocket
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ws = WebSocket(scope, receive, send)
+        code = int(scope["query_string"].decode().partition("=")[2])
+        await ws.close(code)
+
+    for code, status in [(404, 404), (4000, 403), (1000, 403)]:
+        assert (await refused(TestClient(app), f"/?code={code}")).status == status
+
+
+# -- Trio: concurrency ---------------------------------------------------------------------
+
+
+async def test_a_reader_and_a_writer_in_one_nursery() -> None:
+    client = TestClient(snippet("trio_concurrency").app)
+    async with client.websocket_connect("/clock?interval=0.01") as ws:
+        assert await ws.receive_json() == {"tick": 1}
+        assert await ws.receive_json() == {"tick": 2}
+        await ws.send_json({"pause": True})
+        message = await ws.receive_json()
+        while message != {"paused": True}:  # a tick may have been on its way
+            message = await ws.receive_json()
+        with pytest.raises(trio.TooSlowError):
+            await ws.receive_json(timeout=0.1)
+        await ws.send_json({"pause": False})
+        assert await ws.receive_json() == {"paused": False}
+        assert "tick" in await ws.receive_json()
+
+
+async def test_per_connection_tasks() -> None:
+    client = TestClient(snippet("trio_concurrency").app)
+    async with client.websocket_connect("/echo?heartbeat_every=0.02") as ws:
+        assert await ws.receive_text() == "heartbeat"
+        await ws.send_text("hi")
+        message = await ws.receive_text()
+        while message == "heartbeat":
+            message = await ws.receive_text()
+        assert message == "hi"
+
+
+async def test_app_wide_tasks(autojump_clock: trio.testing.MockClock) -> None:
+    module = snippet("trio_concurrency")
+    async with TestClient(module.app) as client, client.websocket_connect("/announcements") as ws:
+        start = trio.current_time()
+        assert (await ws.receive_text(timeout=120)).startswith("server time: ")
+        assert trio.current_time() - start <= module.ANNOUNCE_EVERY
+        assert (await ws.receive_text(timeout=120)).startswith("server time: ")
+    assert module.listeners == set()
+
+
+async def test_one_task_receives_many_may_send() -> None:
+    from trio_bocaws import App, WebSocket
+
+    app = App()
+    errors: list[BaseException] = []
+
+    @app.websocket_route("/two-readers")
+    async def two_readers(ws: WebSocket) -> None:
+        await ws.accept()
+        ws.nursery.start_soon(ws.receive_text)
+        await trio.sleep(0.01)
+        try:
+            await ws.receive_text()
+        except trio.BusyResourceError as exc:
+            errors.append(exc)
+        async with trio.open_nursery() as nursery:
+            for number in range(3):
+                nursery.start_soon(ws.send_text, f"from task {number}")
+
+    async with TestClient(app).websocket_connect("/two-readers") as ws:
+        assert sorted([await ws.receive_text() for _ in range(3)]) == [
+            f"from task {number}" for number in range(3)
+        ]
+    assert len(errors) == 1
+
+
+# -- Trio: timeouts ------------------------------------------------------------------------
+
+
+async def test_timeouts_and_what_the_client_sees(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = snippet("trio_timeouts")
+    client = TestClient(module.app, timeout=3600, raise_app_exceptions=False)
+    async with client.websocket_connect("/quiz") as ws:
+        assert await ws.receive_json() == {"question": "2 + 2"}
+        await ws.send_json(4)
+        assert await ws.receive_json() == {"question": "6 * 7"}
+        start = trio.current_time()
+        assert await ws.receive_json() == {"too_late": "6 * 7"}
+        assert trio.current_time() - start == pytest.approx(module.ANSWER_TIME)
+        assert await ws.receive_json() == {"score": 1}
+        assert await closed_with(ws) == (1000, "")
+
+    async with client.websocket_connect("/session") as ws:
+        await ws.send_text("still here")
+        assert await ws.receive_text() == "still here"
+        assert await closed_with(ws) == (4008, "session expired, log in again")
+
+    with caplog.at_level(logging.ERROR, logger="trio_bocaws"):
+        async with client.websocket_connect("/report") as ws:
+            assert await closed_with(ws) == (1011, "")
+    assert caplog.records[0].exc_info is not None
+    assert caplog.records[0].exc_info[0] is trio.TooSlowError
+
+    async with TestClient(module.timed_app, timeout=3600).websocket_connect("/") as ws:
+        start = trio.current_time()
+        assert await closed_with(ws) == (1001, "")
+        assert trio.current_time() - start == pytest.approx(module.SESSION_LIMIT)
+
+    async with client.websocket_connect("/strict") as ws:
+        start = trio.current_time()
+        assert await closed_with(ws) == (1001, "idle: no message for 120 seconds")
+        assert trio.current_time() - start == pytest.approx(120)
+    assert module.strict.close_timeout == 2.0
+
+
+async def test_a_receive_cut_short_by_a_timeout_loses_nothing() -> None:
+    from trio_bocaws import App, WebSocket
+
+    app = App()
+
+    @app.websocket_route("/patient")
+    async def patient(ws: WebSocket) -> None:
+        with trio.move_on_after(0.05):
+            await ws.receive_text()
+        await ws.send_text("timed out")
+        await ws.send_text(f"then got {await ws.receive_text()}")
+
+    async with TestClient(app).websocket_connect("/patient") as ws:
+        assert await ws.receive_text() == "timed out"
+        await ws.send_text("late")
+        assert await ws.receive_text() == "then got late"
+
+
+async def test_a_cancelled_block_closes_with_the_configured_code(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_bocaws import WebSocket
+
+    config = snippet("trio_timeouts").strict
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        with trio.move_on_after(10):
+            async with WebSocket(scope, receive, send, config=config) as ws:
+                await ws.receive_text()
+
+    async with TestClient(app, timeout=60).websocket_connect("/") as ws:
+        assert await closed_with(ws) == (4008, "time is up")
+
+
+# -- Trio: shutdown ------------------------------------------------------------------------
+
+
+async def test_a_view_at_shutdown(capsys: pytest.CaptureFixture[str]) -> None:
+    module = snippet("trio_shutdown")
+    with trio.fail_after(TIMEOUT):
+        async with (
+            testing.serving(module.app, graceful_timeout=30) as server,
+            open_websocket(server.url + "/presence/ada") as ws,
+        ):
+            await ws.send_message("hello")
+            assert await ws.get_message() == "ada: hello"
+            assert module.online == {"ada"}
+            await server.shutdown()
+            assert ws.closed is not None
+            assert (ws.closed.code, ws.closed.reason) == (1001, "server shutting down")
+    assert module.online == set()
+    assert set(module.last_seen) == {"ada"}
+    assert "shut down; 1 users seen" in capsys.readouterr().out
+
+
+async def test_serving_inside_a_trio_program(capsys: pytest.CaptureFixture[str]) -> None:
+    module = snippet("trio_shutdown")
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            config = ServerConfig(bind="127.0.0.1:0")
+            [url] = await nursery.start(module.main, stop, config)
+            async with open_websocket(url + "/presence/bob") as ws:
+                stop.set()
+                with pytest.raises(ClientSawClose) as closed:
+                    await ws.get_message()
+            assert close_of(closed)[0] == 1001
+    assert f"serving on {url}" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("without_hypercorn_fixes")
+async def test_serve_announces_the_shutdown_without_the_fixes() -> None:
+    module = snippet("trio_shutdown")
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=30)
+            [url] = await nursery.start(module.main, stop, config)
+            async with open_websocket(url + "/presence/eve") as ws:
+                stop.set()
+                with pytest.raises(ClientSawClose) as closed:
+                    await ws.get_message()
+    assert close_of(closed) == (1001, "server shutting down")
+
+
+@pytest.mark.parametrize(
+    ("sent", "seen"),
+    [(signal.SIGTERM, (1006, "")), (signal.SIGINT, (1001, ""))],
+    ids=["SIGTERM", "SIGINT"],
+)
+async def test_hypercorn_with_workers_0(sent: signal.Signals, seen: tuple[int, str]) -> None:
+    """trio/shutdown.md: without a supervisor there is no graceful shutdown trigger.
+
+    (The default command lines, ``python -m trio_bocaws`` and ``hypercorn --worker-class
+    trio`` with one or more workers, are tested in tests/test_cli.py: 1001 and the reason.)
+    """
+    command = ["hypercorn", "--worker-class", "trio", "--workers", "0", "-b", "127.0.0.1:0"]
+    command += ["--graceful-timeout", "1"]
+    async with server_process([*command, "examples.echo:app"]) as server:
+        with trio.fail_after(15):
+            async with open_websocket(server.url + "/echo") as ws:
+                await ws.send_message("hi")
+                assert await ws.get_message() == "hi"
+                server.process.send_signal(sent)
+                with pytest.raises(ClientSawClose) as closed:
+                    await ws.get_message()
+    assert close_of(closed) == seen
+
+
+# -- Deployment ----------------------------------------------------------------------------
+
+
+async def _raw_handshake(url: str, path: str) -> trio.SocketStream:
+    """A client that completes the handshake, then never sends anything (a dead peer)."""
+    host, port = url.removeprefix("ws://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await stream.receive_some()
+    assert response.startswith(b"HTTP/1.1 101")
+    return stream
+
+
+async def test_pings_and_read_timeout_drop_a_dead_peer() -> None:
+    module = snippet("deployment_run")
+    assert module.CONFIG.read_timeout > module.CONFIG.ping_interval
+    config = attrs.evolve(module.CONFIG, bind="127.0.0.1:0", ping_interval=0.2, read_timeout=0.6)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            [url] = await nursery.start(
+                lambda task_status: serve(
+                    module.app, config, shutdown_trigger=stop.wait, task_status=task_status
+                )
+            )
+            dead = await _raw_handshake(url, "/echo")
+            async with dead, open_websocket(url + "/echo") as alive:
+                start = trio.current_time()
+                received = b""
+                while chunk := await dead.receive_some():
+                    received += chunk
+                # It was pinged (opcode 0x9), got no answer, and was dropped.
+                assert received[:1] == b"\x89"
+                assert 0.5 < trio.current_time() - start < 2
+                # A live client answers the pings (trio-websocket does) and stays.
+                await trio.sleep(0.4)
+                await alive.send_message("still here")
+                assert await alive.get_message() == "still here"
+            stop.set()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
+async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout() -> None:
+    """trio/timeouts.md: a send blocked on a client that does not read ends in 1006."""
+    from trio_bocaws import App, WebSocket, WebSocketDisconnect
+
+    app = App()
+    seen: list[int] = []
+    done = trio.Event()
+
+    @app.websocket_route("/flood")
+    async def flood(ws: WebSocket) -> None:
+        try:
+            while True:
+                await ws.send_bytes(b"x" * 65536)
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+            raise
+        finally:
+            done.set()
+
+    config = ServerConfig(bind="127.0.0.1:0", write_timeout=0.5, log_level="warning")
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            [url] = await nursery.start(
+                lambda task_status: serve(
+                    app, config, shutdown_trigger=stop.wait, task_status=task_status
+                )
+            )
+            async with await _raw_handshake(url, "/flood"):  # and never reads
+                await done.wait()
+            stop.set()
+    assert seen == [1006]
+
+
+NGINX_TEST_CONF = """\
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
+    include {tmp}/site.conf;
+}}
+"""
+
+
+@asynccontextmanager
+async def nginx(site: str) -> AsyncIterator[None]:
+    require(
+        shutil.which("nginx") is not None,
+        "nginx",
+        "install it with `apt-get install nginx-light` (or nginx)",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        await trio.Path(tmp, "site.conf").write_text(site)
+        await trio.Path(tmp, "nginx.conf").write_text(NGINX_TEST_CONF.format(tmp=tmp))
+        process = await trio.lowlevel.open_process(
+            ["nginx", "-p", tmp, "-c", f"{tmp}/nginx.conf"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield
+        finally:
+            process.terminate()
+            with trio.move_on_after(5, shield=True):
+                await process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_behind_nginx_with_a_root_path() -> None:
+    proxy = snippet("deployment_proxy")
+    site = (SNIPPETS / "nginx.conf").read_text(encoding="utf-8")
+    with trio.fail_after(15):
+        async with testing.serving(proxy.proxied_app, root_path="/chat") as server:
+            port = _free_port()
+            for old, new in [
+                ("server 127.0.0.1:8000;", f"server {server.url.removeprefix('ws://')};"),
+                ("listen 80;", f"listen 127.0.0.1:{port};"),
+            ]:
+                assert old in site
+                site = site.replace(old, new)
+            async with nginx(site):
+                url = f"ws://127.0.0.1:{port}/chat/whoami"
+                for _ in range(100):  # until nginx listens
+                    try:
+                        async with open_websocket(
+                            url, extra_headers=[(b"x-forwarded-for", b"203.0.113.9")]
+                        ) as ws:
+                            message = await ws.get_message()
+                        break
+                    except OSError:
+                        await trio.sleep(0.05)
+                else:
+                    raise AssertionError("nginx did not start")  # pragma: no cover
+    # nginx appended the address it saw, and the app trusts that one hop. The scheme is
+    # the one nginx was reached by, as X-Forwarded-Proto says it: "http", not "ws".
+    assert message == "127.0.0.1 via http"
+
+
+async def test_proxy_fix_reads_the_forwarded_headers() -> None:
+    proxy = snippet("deployment_proxy")
+    async with TestClient(proxy.proxied_app).websocket_connect(
+        "/whoami",
+        headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9", "X-Forwarded-Proto": "wss"},
+    ) as ws:
+        assert await ws.receive_text() == "203.0.113.9 via wss"
+
+
+async def test_behind_proxy_fix_shutdown_still_closes_at_once() -> None:
+    """deployment.md: ProxyFixMiddleware deep-copies the scope; the shutdown notice survives."""
+    from hypercorn.middleware import ProxyFixMiddleware
+
+    from trio_bocaws import App, WebSocket
+
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        await ws.receive_text()
+
+    proxied = ProxyFixMiddleware(app, mode="legacy", trusted_hops=1)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            testing.serving(proxied, graceful_timeout=30) as server,
+            open_websocket(server.url + "/wait") as ws,
+        ):
+            await server.shutdown()  # long before the 30 s grace period (TIMEOUT)
+            assert ws.closed is not None
+            assert (ws.closed.code, ws.closed.reason) == (1001, "server shutting down")
+
+
+def test_switching_the_hypercorn_fixes_off() -> None:
+    code = "import trio_bocaws; print(trio_bocaws.hypercorn_fixes.installed())"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"TRIO_BOCAWS_HYPERCORN_FIXES": "0", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"
+
+
+# -- Migrating -----------------------------------------------------------------------------
+
+
+async def test_a_migrated_bocadillo_app(
+    capsys: pytest.CaptureFixture[str], autojump_clock: trio.testing.MockClock
+) -> None:
+    module = snippet("migrating")
+    async with TestClient(module.app) as client:
+        async with client.websocket_connect("/echo?anonymous=true") as ws:
+            await ws.send_json("hi")
+            assert await ws.receive_json() == {"user": "anonymous", "message": "hi"}
+        async with client.websocket_connect("/echo", headers={"user": "ada"}) as ws:
+            await ws.send_json([1])
+            assert await ws.receive_json() == {"user": "ada", "message": [1]}
+        assert (await refused(client, "/hello")).status == 403
+        async with client.websocket_connect("/hello", headers={"api-key": "s3kr3t"}) as ws:
+            assert await ws.receive_text() == "hello"
+        async with client.websocket_connect("/news") as ws:
+            assert await ws.receive_text() == "still here"
+            assert module.clients
+        await trio.sleep(2)
+        assert module.clients == set()
+    assert "0 clients still connected" in capsys.readouterr().out
+
+
+# -- Testing -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("chat_on_path")
+def test_the_testing_pages_tests_pass(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest((SNIPPETS / "testing_conftest.py").read_text(encoding="utf-8"))
+    for name in ("testing_client", "testing_plugin", "testing_server"):
+        pytester.makepyfile(**{f"test_{name}": (SNIPPETS / f"{name}.py").read_text("utf-8")})
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=7)
