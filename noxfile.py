@@ -40,6 +40,17 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
+def autobahn(session: nox.Session) -> None:
+    """Autobahn|Testsuite's fuzzing client, all 517 cases (about 20 minutes; CPython 2.7).
+
+    ``nox -s autobahn -- --cases '6.*'`` runs chosen cases; the report goes to
+    test-artifacts/autobahn/. The quick subset runs in the test suite.
+    """
+    session.install("-e", ".", *CONSTRAINTS)
+    session.run("python", "reliability/autobahn/run.py", "--full", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and flake8-async's cleanup checks, which ruff lacks."""
     session.install("ruff", "flake8", "flake8-async")
@@ -50,6 +61,7 @@ def lint(session: nox.Session) -> None:
         "--select=ASYNC102,ASYNC120",
         "trio_bocaws",
         "trio_bocaws_pytest.py",
+        "reliability",
         "tests",
         "examples",
         "docs/snippets",

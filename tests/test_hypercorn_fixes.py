@@ -200,3 +200,54 @@ def test_a_deep_copy_of_the_scope_keeps_the_shutdown_signal() -> None:
     scope = {"type": "websocket", "state": {STATE_KEY: shutdown}}
     assert server_shutdown_of(copy.deepcopy(scope)) is shutdown
     assert copy.copy(shutdown) is shutdown
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (an all-zero mask keeps the payload as it is)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, 0x80 | length])
+    elif length < 2**16:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
+    return header + b"\0\0\0\0" + payload
+
+
+async def test_an_oversized_message_followed_by_a_close_ends_the_connection(
+    serve: Serve,
+) -> None:
+    """Found by Autobahn (case 9.1.4 against a 1 MiB limit): the close that arrives in the
+    same read as the end of an oversized message was dropped, and nothing ended."""
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    server = await serve(websocket_app(handler), websocket_max_message_size=2**20)
+    port = int(server.url.rsplit(":", 1)[1])
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            response = b""
+            while b"\r\n\r\n" not in response:
+                response += await stream.receive_some()
+            # A 4 MiB message, then a close, in one write.
+            close = _client_frame(0x8, (1000).to_bytes(2, "big"))
+            await stream.send_all(_client_frame(0x1, b"x" * 4 * 2**20) + close)
+            received = bytearray()
+            while chunk := await stream.receive_some():
+                received += chunk  # until the server closes the TCP connection
+            await done.wait()
+    assert received.startswith(b"\x88\x02\x03\xf1")  # the server's close frame: 1009
+    assert seen == [1009]

@@ -122,6 +122,10 @@ class WebSocketConfig:
     """How a :class:`~trio_bocaws.WebSocket` behaves. Immutable; change with
     :func:`attrs.evolve`.
 
+    Bocadillo's ``value_type`` is no field of its own (it sets two): use
+    ``WebSocketConfig().with_options(value_type="json")``, or
+    ``WebSocketConfig.from_mapping({"value_type": "json"})``.
+
     Attributes:
         auto_accept: Accept the handshake on the first ``send*``/``receive*`` (or on entering
             ``async with``) instead of requiring :meth:`~trio_bocaws.WebSocket.accept`.

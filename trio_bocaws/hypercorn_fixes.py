@@ -42,6 +42,11 @@ every ASGI app in the process:
    ``trio_bocaws_write_timeout`` attribute of hypercorn's ``Config`` (which
    :class:`~trio_bocaws.ServerConfig` sets from its ``write_timeout``; ``None`` turns it
    off). It costs one ``setsockopt`` per connection, nothing per message.
+6. **An oversized message no longer leaves the connection open for ever.** When a message
+   goes over ``websocket_max_message_size``, hypercorn sends 1009 and stops reading the
+   events of that read, dropping the client's close frame if it came in the same read;
+   the stream then never closes, and the app waits in ``receive()`` for good. The fix
+   reads on to the close.
 
 To keep hypercorn exactly as it is, set the environment variable
 ``TRIO_BOCAWS_HYPERCORN_FIXES=0`` before importing trio_bocaws, or call :func:`uninstall`.
@@ -127,11 +132,12 @@ def install() -> bool:
 
     import hypercorn.trio
     import hypercorn.trio.run
-    from hypercorn.protocol.events import StreamClosed
+    from hypercorn.protocol.events import Data, StreamClosed
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
     from hypercorn.trio.tcp_server import TCPServer
     from wsproto.connection import ConnectionState
     from wsproto.events import CloseConnection
+    from wsproto.frame_protocol import CloseReason
 
     from ._shutdown import ServerShutdown, announce_shutdown
 
@@ -155,7 +161,27 @@ def install() -> bool:
             setattr(self, _CLOSE_ATTRIBUTE, (int(event.code), event.reason or ""))
         return original_send_event(self, event)
 
+    async def handle_then_drain(self: Any, event: Any) -> None:
+        await original_handle(self, event)
+        close = getattr(self, _CLOSE_ATTRIBUTE, None)
+        if close is None or close[0] != CloseReason.MESSAGE_TOO_BIG or self.closed:
+            return
+        # hypercorn stops reading events at an oversized message and drops what came after
+        # it in the same read: the client's answer to the 1009, above all. Without it the
+        # stream never closes and the app waits in receive() for ever.
+        for follow in self.connection.events():
+            if isinstance(follow, CloseConnection):
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+
     def handle(self: Any, event: Any) -> Awaitable[None]:
+        if isinstance(event, Data) and self.state == ASGIWebsocketState.CONNECTED:
+            close = getattr(self, _CLOSE_ATTRIBUTE, None)
+            if (close is not None and close[0] == CloseReason.MESSAGE_TOO_BIG) or (
+                self.buffer.length + len(event.data) > self.buffer.max_length
+            ):
+                # Only where a message may be, or is, too big: one more frame otherwise.
+                return handle_then_drain(self, event)
         if isinstance(event, StreamClosed):
             close = getattr(self, _CLOSE_ATTRIBUTE, None)
             if (
