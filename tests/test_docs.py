@@ -7,7 +7,9 @@ The pages include their code from docs/snippets/ (and examples/) with ``literali
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import json
 import logging
 import re
 import shutil
@@ -18,7 +20,8 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,13 +31,22 @@ import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed as ClientSawClose
+from trio_websocket import ConnectionRejected
 
 import trio_bocaws
-from trio_bocaws import ServerConfig, WebSocketConfig, hypercorn_fixes, serve, testing
+from trio_bocaws import (
+    Broadcast,
+    ServerConfig,
+    WebSocketConfig,
+    hypercorn_fixes,
+    serve,
+    testing,
+)
 from trio_bocaws.testing import ConnectionClosed, HandshakeRejected, TestClient, open_websocket
 
 from .components import require
 from .conftest import close_of
+from .redis_server import redis_server
 from .subprocesses import server_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +155,8 @@ def test_every_code_block_comes_from_a_tested_file() -> None:
                 package = target.parent.relative_to(ROOT).as_posix().replace("/", ".")
                 assert package.startswith("examples") and package in all_tests, where
     # Every snippet is shown somewhere: none is left over from an old version of a page.
-    assert set(SNIPPETS.glob("*.py")) | set(SNIPPETS.glob("*.conf")) <= included
+    snippets = {path for path in SNIPPETS.iterdir() if path.suffix in {".py", ".conf", ".toml"}}
+    assert snippets <= included
 
 
 def test_the_api_reference_covers_the_public_api() -> None:
@@ -467,6 +480,225 @@ async def test_close_before_accept_refuses_the_handshake() -> None:
 
     for code, status in [(404, 404), (4000, 403), (1000, 403)]:
         assert (await refused(TestClient(app), f"/?code={code}")).status == status
+
+
+# -- Guide: rooms and scaling out ----------------------------------------------------------
+
+# coredis 6.9 leaves the memory streams of a failed connection unclosed; they warn when
+# collected (see tests/test_broadcast_redis.py). Tests that make coredis fail collect them
+# before they end, under this filter.
+_COREDIS_LEFTOVERS = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function MemoryObject:pytest.PytestUnraisableExceptionWarning"
+)
+_PAD = "x" * 65536  # big messages fill a client's TCP buffers after a few of them
+
+
+def test_the_defaults_the_rooms_page_states() -> None:
+    config = trio_bocaws.BroadcastConfig()
+    assert (config.buffer_size, config.on_overflow) == (256, "drop_oldest")
+    assert (config.connect_timeout, config.reconnect_delay, config.max_reconnect_delay) == (
+        5.0,
+        0.1,
+        5.0,
+    )
+    assert trio_bocaws.Broadcast().url == "memory://"
+
+
+async def test_a_hub_on_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        await snippet("rooms_hub").main()
+    assert capsys.readouterr().out.splitlines() == [
+        "news: trio 0.35 is out",
+        "weather: that's all",
+        "subscribers left: 0",
+    ]
+
+
+async def test_rooms_members_and_leaving() -> None:
+    module = snippet("rooms_app")
+    hub = module.hub
+    assert not hub.connected
+    async with TestClient(module.app) as client:
+        assert hub.connected  # connected at startup
+        async with client.websocket_connect("/rooms/lobby?user=ada") as ada:
+            assert await ada.receive_json() == {"room": "lobby", "members": 1}
+            async with (
+                client.websocket_connect("/rooms/lobby?user=bob") as bob,
+                client.websocket_connect("/rooms/attic?user=eve") as eve,
+            ):
+                assert await bob.receive_json() == {"room": "lobby", "members": 2}
+                assert await eve.receive_json() == {"room": "attic", "members": 1}
+                await ada.send_json("hi")
+                for member in (ada, bob):
+                    assert await member.receive_json() == {"user": "ada", "said": "hi"}
+                with pytest.raises(trio.TooSlowError):
+                    await eve.receive(timeout=0.1)  # another room
+
+                # A str goes out as it is, not JSON-encoded, whatever the routes speak.
+                await hub.room("lobby").send("plain text")
+                assert await ada.receive_text() == "plain text"
+                assert await bob.receive_text() == "plain text"
+
+                await bob.send_json("leave")
+                assert await bob.receive_json() == {"left": "lobby"}
+                assert hub.room("lobby").members == 1
+                await ada.send_json("still there?")
+                assert await ada.receive_json() == {"user": "ada", "said": "still there?"}
+                with pytest.raises(trio.TooSlowError):
+                    await bob.receive(timeout=0.1)  # left the room, still connected
+                await bob.send_json("bob here")  # may still send to it
+                assert await ada.receive_json() == {"user": "bob", "said": "bob here"}
+            await trio.testing.wait_all_tasks_blocked()
+            # Their connections ended: so did their memberships.
+            assert (hub.room("lobby").members, hub.room("attic").members) == (1, 0)
+
+
+@_COREDIS_LEFTOVERS
+async def test_a_backend_the_app_cannot_reach_stops_it_from_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    monkeypatch.setenv("BROADCAST_URL", url)
+    module = snippet("rooms_redis")
+    with trio.fail_after(TIMEOUT), pytest.raises(RuntimeError, match=f"cannot connect to {url}"):
+        async with TestClient(module.app):
+            pass  # pragma: no cover
+    gc.collect()  # coredis' leftovers warn here, under the filter
+
+
+async def _wait_for_members(room: trio_bocaws.Room, count: int) -> None:
+    while room.members < count:  # noqa: ASYNC110 - a count kept by the hub, not an event
+        await trio.sleep(0.01)
+
+
+async def test_a_member_that_falls_behind_is_closed_with_1013(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """rooms.md: on_overflow="close". The slow client reads nothing until it was closed."""
+    module = snippet("rooms_slow")
+    assert (module.hub.config.buffer_size, module.hub.config.on_overflow) == (64, "close")
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO, logger="trio_bocaws"):
+        async with (
+            testing.serving(module.app) as server,
+            open_websocket(server.url + "/prices") as slow,
+            open_websocket(server.url + "/prices") as healthy,
+        ):
+            await _wait_for_members(module.prices, 2)
+            await module.publish("ACME", 12.5)
+            assert await healthy.get_message() == '{"symbol":"ACME","price":12.5}'
+            assert await slow.get_message() == '{"symbol":"ACME","price":12.5}'
+            # Publish in step with the healthy member, which reads; the slow one does not.
+            published = 0
+            while "room messages behind" not in caplog.text:
+                await module.prices.send_text(f"{published} {_PAD}")
+                assert await healthy.get_message() == f"{published} {_PAD}"
+                published += 1
+            assert published > 64
+            # The slow client reads again: what was on its way, in order, then the close.
+            received = []
+            with pytest.raises(ClientSawClose) as closed:
+                while True:
+                    received.append(int((await slow.get_message()).split()[0]))
+            assert received == list(range(len(received)))
+            assert len(received) < published - 64  # the waiting 64 and more never came
+            assert close_of(closed) == (1013, "too slow: room messages piled up")
+            # The healthy member was never held up, and stays.
+            await module.prices.send_text("after")
+            assert await healthy.get_message() == "after"
+            assert module.prices.members == 1
+
+
+async def test_a_member_that_falls_behind_loses_its_oldest_messages_by_default() -> None:
+    """rooms.md: drop_oldest. The slow client misses messages but stays connected."""
+    module = snippet("rooms_app")
+    room = module.hub.room("feed")
+    # About 40 MB go to the healthy client: under a second, unless the machine is busy.
+    with trio.fail_after(15):
+        async with (
+            testing.serving(module.app) as server,
+            open_websocket(server.url + "/rooms/feed?user=slow") as slow,
+            open_websocket(server.url + "/rooms/feed?user=healthy") as healthy,
+        ):
+            await _wait_for_members(room, 2)
+            assert json.loads(await slow.get_message()) == {"room": "feed", "members": 1}
+            assert json.loads(await healthy.get_message()) == {"room": "feed", "members": 2}
+            total = 600  # 256 waiting, plus what TCP buffers hold, plus many more
+            for number in range(total):
+                await room.send({"n": number, "pad": _PAD})
+                assert json.loads(await healthy.get_message())["n"] == number
+            numbers: list[int] = []
+            while not numbers or numbers[-1] != total - 1:
+                numbers.append(json.loads(await slow.get_message())["n"])
+            # In order, with a gap: the oldest waiting messages were dropped, the newest
+            # 256 kept.
+            assert numbers == sorted(numbers) and len(numbers) < total
+            assert numbers[-256:] == list(range(total - 256, total))
+            await slow.send_message(json.dumps("still here"))
+            assert json.loads(await slow.get_message()) == {"user": "slow", "said": "still here"}
+
+
+@_COREDIS_LEFTOVERS
+async def test_rooms_across_workers_and_a_redis_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rooms.md: two workers (two copies of the app, as two processes would have) share
+    rooms through Redis; what is delivered before, during and after an outage."""
+    async with redis_server(tmp_path) as redis:
+        monkeypatch.setenv("BROADCAST_URL", redis.url)
+        one, two = snippet("rooms_redis"), snippet("rooms_redis")
+        hubs = (one.hub, two.hub)
+        for hub in hubs:
+            # A retry every second (the default starts at 0.1 s) leaves the test time to
+            # publish before the hubs resubscribe.
+            hub.config = attrs.evolve(hub.config, reconnect_delay=1.0, max_reconnect_delay=1.0)
+        with trio.fail_after(10), caplog.at_level(logging.WARNING, logger="trio_bocaws"):
+            async with (
+                TestClient(one.app) as first,
+                TestClient(two.app) as second,
+                first.websocket_connect("/chat/lobby?user=ada") as ada,
+                second.websocket_connect("/chat/lobby?user=bob") as bob,
+            ):
+                await _wait_for_members(one.hub.room("lobby"), 1)
+                await _wait_for_members(two.hub.room("lobby"), 1)
+                await ada.send_json("before")
+                for client in (ada, bob):
+                    assert await client.receive_json() == {"user": "ada", "text": "before"}
+
+                await redis.stop()
+                while any(hub.connected for hub in hubs):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                await ada.send_json("during")
+                assert await ada.receive_json() == {
+                    "error": "not delivered; try again in a moment",
+                    "text": "during",
+                }
+
+                await redis.start()
+                await bob.send_json("gap")  # published, before either hub resubscribed
+                for hub in hubs:
+                    await hub.wait_connected()
+                assert all(hub.connected for hub in hubs)
+                await ada.send_json("after")
+                # Had "during" or "gap" reached anyone, it would come first.
+                for client in (ada, bob):
+                    assert await client.receive_json() == {"user": "ada", "text": "after"}
+        lost = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(lost) >= 2 and all(  # one a hub, and one more for each failed retry
+            message.startswith(f"broadcast: lost {redis.url} (") for message in lost
+        )
+        assert all(message.endswith("); reconnecting") for message in lost)
+
+        # Pub/sub ignores the database number: another app on database 1 shares the rooms.
+        other = redis.url.removesuffix("/0") + "/1"
+        with trio.fail_after(TIMEOUT):
+            async with (
+                Broadcast(redis.url) as here,
+                Broadcast(other) as there,
+                here.subscribe("news") as news,
+            ):
+                await there.publish("news", "heard on database 0")
+                assert (await news.receive()).data == "heard on database 0"
+    gc.collect()
 
 
 # -- Trio: concurrency ---------------------------------------------------------------------
@@ -887,6 +1119,449 @@ def test_switching_the_hypercorn_fixes_off() -> None:
         check=True,
     )
     assert result.stdout.strip() == "False"
+
+
+# -- Security ------------------------------------------------------------------------------
+
+
+def test_the_defaults_the_security_page_states() -> None:
+    import hypercorn.config
+
+    config = trio_bocaws.AppConfig()
+    assert (config.allowed_origins, config.allow_missing_origin) == ((), True)
+    assert config.max_connections == 10_000
+    assert trio_bocaws.AppConfig(max_connections=None).max_connections is None  # no cap
+    assert WebSocketConfig().idle_timeout is None
+    assert WebSocketConfig().max_buffered_messages == 16
+    server = ServerConfig()
+    assert (server.max_message_size, server.write_timeout) == (2**20, 30.0)
+    assert (server.ping_interval, server.read_timeout) == (None, None)
+    # hypercorn's own, under `hypercorn --worker-class trio`.
+    bare = hypercorn.config.Config()
+    assert bare.websocket_max_message_size == 16 * 2**20
+    assert (bare.websocket_ping_interval, bare.read_timeout) == (None, None)
+    assert bare.max_app_queue_size == 10
+
+
+async def _opens(
+    client: TestClient, path: str, origin: str | None, host: str | None = None
+) -> bool:
+    """Whether a handshake with this Origin (and Host) is accepted; a refusal is a 403."""
+    headers = {} if origin is None else {"origin": origin}
+    if host is not None:
+        headers["host"] = host
+    rejection: HandshakeRejected | None = None
+    try:
+        async with client.websocket_connect(path, headers=headers) as ws:
+            await ws.receive()
+    except HandshakeRejected as refusal:
+        rejection = refusal
+    if rejection is None:
+        return True
+    assert rejection.status == 403
+    expected = (
+        "a handshake without an Origin header may not open this WebSocket"
+        if origin is None
+        else f"origin {origin!r} may not open this WebSocket"
+    )
+    assert rejection.body == expected.encode()
+    return False
+
+
+async def test_which_pages_may_open_the_socket() -> None:
+    module = snippet("security_origins")
+    client = TestClient(module.app)  # it connects to "testserver": a Host with no port
+    for allowed in [
+        "http://testserver",  # the server's own pages
+        "https://testserver",  # ...also behind a proxy that terminates TLS
+        "https://testserver:8443",  # the Host header names no port: ports are not compared
+        "https://app.example.com",
+        "https://eu.partner.example",
+        "http://a.b.partner.example:8080",
+        "http://localhost:5173",
+        None,  # no Origin: not a browser
+    ]:
+        assert await _opens(client, "/account", allowed), allowed
+    for refused_origin in [
+        "https://evil.example",
+        "https://testserver.evil.example",
+        "http://app.example.com",  # the listed entry says https
+        "https://app.example.com:8443",  # ...and so port 443
+        "https://partner.example",  # the pattern is for subdomains only
+        "https://partner.example.evil.example",
+        "http://localhost:3000",
+        "https://localhost:5173",
+        "null",  # sandboxed frames, file: pages
+    ]:
+        assert not await _opens(client, "/account", refused_origin), refused_origin
+    # When the Host header names a port, the page must be on that port.
+    assert await _opens(client, "/account", "http://chat.example:8000", "chat.example:8000")
+    assert not await _opens(client, "/account", "http://chat.example:9000", "chat.example:8000")
+    assert not await _opens(client, "/account", "https://chat.example", "chat.example:8000")
+    # "*" lets every page in, "null" included.
+    star = trio_bocaws.App(config=trio_bocaws.AppConfig(allowed_origins=["*"]))
+    star.add_websocket_route("/account", module.account)
+    assert await _opens(TestClient(star), "/account", "null")
+
+
+async def test_the_forms_of_an_allowed_origin() -> None:
+    """security.md's table of allowed_origins entries, row by row."""
+    from trio_bocaws import App, AppConfig
+
+    rows: dict[str, tuple[list[str], list[str]]] = {
+        "https://app.example.com": (
+            ["https://app.example.com"],
+            ["http://app.example.com", "https://app.example.com:8443"],
+        ),
+        "https://app.example.com:8443": (
+            ["https://app.example.com:8443"],
+            ["https://app.example.com", "http://app.example.com:8443"],
+        ),
+        "app.example.com": (
+            ["https://app.example.com", "http://app.example.com:8080"],
+            ["https://eu.app.example.com"],
+        ),
+        "*.example.com": (
+            ["https://eu.example.com", "http://a.b.example.com:8080"],
+            ["https://example.com", "https://example.com.evil.example"],
+        ),
+        "https://*.example.com:8443": (
+            ["https://eu.example.com:8443"],
+            ["https://eu.example.com", "http://eu.example.com:8443"],
+        ),
+        "*": (["https://anywhere.example", "null"], []),
+    }
+    for entry, (allowed, refused_origins) in rows.items():
+        app = App(config=AppConfig(allowed_origins=[entry]))
+        app.add_websocket_route("/account", snippet("security_origins").account)
+        client = TestClient(app)
+        for origin in allowed:
+            assert await _opens(client, "/account", origin), (entry, origin)
+        for origin in refused_origins:
+            assert not await _opens(client, "/account", origin), (entry, origin)
+    for entry, message in [
+        ("ftp://files.example", "the scheme must be http or https"),
+        ("https://app.example.com/chat", "invalid allowed origin"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            AppConfig(allowed_origins=[entry])
+
+
+async def test_pages_only_refuses_a_handshake_without_origin() -> None:
+    client = TestClient(snippet("security_origins").browsers_only)
+    assert not await _opens(client, "/account", None)
+    assert await _opens(client, "/account", "http://testserver")
+
+
+async def test_a_bare_websocket_makes_no_origin_check() -> None:
+    from trio_bocaws import WebSocket
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async with WebSocket(scope, receive, send) as ws:
+            await ws.send_text("anyone may read this")
+
+    client = TestClient(app)
+    async with client.websocket_connect("/", headers={"origin": "https://evil.example"}) as ws:
+        assert await ws.receive_text() == "anyone may read this"
+
+
+async def test_a_page_of_another_site_is_refused_on_a_real_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    module = snippet("security_origins")
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="trio_bocaws"):
+        async with testing.serving(module.app) as server:
+            # What a browser sends when a page of another site opens the socket.
+            with pytest.raises(ConnectionRejected) as info:
+                async with open_websocket(
+                    server.url + "/account", extra_headers=[(b"origin", b"https://evil.example")]
+                ):
+                    pass  # pragma: no cover
+            own_page = "http://" + server.url.removeprefix("ws://")
+            async with open_websocket(
+                server.url + "/account", extra_headers=[(b"origin", own_page.encode())]
+            ) as ws:
+                assert await ws.get_message() == "balance: 42"
+    assert (info.value.status_code, info.value.body) == (
+        403,
+        b"origin 'https://evil.example' may not open this WebSocket",
+    )
+    assert [record.getMessage() for record in caplog.records] == [
+        "refused a WebSocket handshake to /account from origin 'https://evil.example': "
+        "not the server's own, nor in allowed_origins"
+    ]
+
+
+async def test_a_session_cookie_decides_who_connects() -> None:
+    client = TestClient(snippet("security_auth").app)
+    ada = {"cookie": "theme=dark; session=q8Xz2vLw"}
+    grace = {"cookie": "bad cookie=1; session=Hk3mP0sT"}
+    async with client.websocket_connect("/inbox", headers=ada) as ws:
+        assert await ws.receive_text() == "messages for ada"
+    async with client.websocket_connect("/admin", headers=grace) as ws:
+        assert await ws.receive_text() == "admin console for grace"
+    async with client.websocket_connect("/status") as ws:
+        assert await ws.receive_text() == "up (user: None)"
+    for path, headers, body in [
+        ("/inbox", {}, b"log in first"),
+        ("/inbox", {"cookie": "session=guessed"}, b"log in first"),
+        ("/admin", {}, b"log in first"),
+        ("/admin", ada, b"admins only"),
+    ]:
+        rejection = await refused(client, path, headers=headers)
+        assert (rejection.status, rejection.body) == (403, body), (path, headers)
+
+
+async def test_a_hook_that_fails_is_a_500_and_a_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = snippet("security_auth")
+
+    class Unreachable:
+        def get(self, session: str) -> str:
+            raise ConnectionError("session store unreachable")
+
+    monkeypatch.setattr(module, "SESSIONS", Unreachable())
+    with caplog.at_level(logging.ERROR, logger="trio_bocaws"):
+        rejection = await refused(
+            TestClient(module.app), "/inbox", headers={"cookie": "session=q8Xz2vLw"}
+        )
+    assert (rejection.status, rejection.body) == (500, b"")
+    [record] = caplog.records
+    assert record.getMessage() == "authenticate hook session_user failed for '/inbox'"
+    assert record.exc_info is not None and record.exc_info[0] is ConnectionError
+
+
+async def test_a_token_in_the_query_string_or_the_authorization_header() -> None:
+    from examples import auth
+
+    client = TestClient(auth.app)
+    async with client.websocket_connect("/me?token=s3cr3t-ada") as ws:  # a browser's way
+        assert await ws.receive_json() == {"user": "ada"}
+    async with client.websocket_connect(
+        "/me", headers={"Authorization": "Bearer s3cr3t-bob"}
+    ) as ws:
+        assert await ws.receive_json() == {"user": "bob"}
+    missing = await refused(client, "/me")
+    assert (missing.status, missing.body) == (401, b"a token is required")
+    assert (b"www-authenticate", b"Bearer") in missing.headers
+    wrong = await refused(client, "/me?token=guess")
+    assert (wrong.status, wrong.body) == (403, b"unknown token")
+
+
+async def test_wss_with_a_certificate_and_its_key(tmp_path: Path) -> None:
+    import ssl
+
+    import trio_websocket
+    import trustme
+
+    module = snippet("security_tls")
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    certfile.write_bytes(b"".join(pem.bytes() for pem in certificate.cert_chain_pems))
+    certificate.private_key_pem.write_to_path(str(keyfile))
+    config = attrs.evolve(
+        module.CONFIG, bind="127.0.0.1:0", certfile=str(certfile), keyfile=str(keyfile)
+    )
+    context = config.to_hypercorn().create_ssl_context()
+    assert context is not None and context.minimum_version == ssl.TLSVersion.TLSv1_2
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            [url] = await nursery.start(
+                partial(serve, module.app, config, shutdown_trigger=stop.wait)
+            )
+            assert url.startswith("wss://127.0.0.1:")
+            async with trio_websocket.open_websocket_url(
+                url + "/hello", ssl_context=trusting
+            ) as ws:
+                assert await ws.get_message() == "hello over wss"
+            # A client that does not trust the certificate's issuer refuses the server.
+            # (trio-websocket 0.12 hangs on a failed verification; a bare TLS stream shows it.)
+            port = int(url.rsplit(":", 1)[1])
+            untrusting = ssl.create_default_context()
+            stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=untrusting)
+            with pytest.raises(trio.BrokenResourceError) as failed:
+                await stream.do_handshake()
+            assert isinstance(failed.value.__cause__, ssl.SSLCertVerificationError)
+            await stream.aclose()
+            stop.set()
+
+
+async def test_the_connection_cap(caplog: pytest.LogCaptureFixture) -> None:
+    module = snippet("security_limits")
+    cap = module.app.config.max_connections
+    assert cap == 1_000
+    client = TestClient(module.app)
+    async with AsyncExitStack() as stack:
+        for _ in range(cap):
+            await stack.enter_async_context(client.websocket_connect("/feed"))
+        assert module.app.connections == cap
+        with caplog.at_level(logging.WARNING, logger="trio_bocaws"):
+            rejection = await refused(client, "/chat")
+        assert (rejection.status, rejection.body) == (
+            503,
+            b"the server is at capacity; try again later",
+        )
+        assert (b"retry-after", b"5") in rejection.headers
+        assert [record.getMessage() for record in caplog.records] == [
+            "refused a WebSocket handshake: max_connections=1000 are open"
+        ]
+    assert module.app.connections == 0
+    async with client.websocket_connect("/chat") as ws:  # room again
+        await ws.send_text("hi")
+        assert await ws.receive_text() == "hi"
+
+
+async def test_a_quiet_chat_client_is_closed_and_a_listener_is_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = TestClient(snippet("security_limits").app, timeout=3600)
+    async with (
+        client.websocket_connect("/chat") as chat,
+        client.websocket_connect("/feed") as feed,
+    ):
+        assert await feed.receive_text() == "the feed starts here"
+        await trio.sleep(200)
+        await chat.send_text("still here")  # a message starts the 5 minutes again
+        assert await chat.receive_text() == "still here"
+        start = trio.current_time()
+        assert await closed_with(chat) == (1001, "idle: no message for 300 seconds")
+        assert trio.current_time() - start == pytest.approx(300)
+        # The feed's client has said nothing all along, and is still connected.
+        with pytest.raises(trio.TooSlowError):
+            await feed.receive_text(timeout=3000)
+
+
+async def test_a_message_over_the_limit_is_1009_for_the_client_and_the_app(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    module = snippet("security_limits")
+    assert module.CONFIG.max_message_size == 64 * 1024
+    # Without pings: hypercorn's ping task sleeps out its interval (20 s) after the close
+    # before it ends, and the server's shutdown would wait for it (graceful_timeout).
+    config = attrs.evolve(module.CONFIG, bind="127.0.0.1:0", ping_interval=None, read_timeout=None)
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO, logger="trio_bocaws"):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            [url] = await nursery.start(
+                partial(serve, module.app, config, shutdown_trigger=stop.wait)
+            )
+            async with open_websocket(url + "/chat") as ws:
+                await ws.send_message("x" * 65536)  # at the limit: accepted
+                assert len(await ws.get_message()) == 65536
+                await ws.send_message("x" * 65537)
+                with pytest.raises(ClientSawClose) as closed:
+                    await ws.get_message()
+            stop.set()
+    assert close_of(closed)[0] == 1009
+    assert "client of chat left with close code 1009 (not in caught_close_codes)" in caplog.text
+
+
+async def test_compressed_messages_count_at_their_decompressed_size() -> None:
+    """security.md: hypercorn accepts permessage-deflate whenever a client offers it, and
+    max_message_size applies to the message once decompressed. (trio-websocket cannot
+    compress, so this client is wsproto on a TCP stream.)"""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
+    from wsproto.extensions import PerMessageDeflate
+
+    module = snippet("security_limits")
+    config = attrs.evolve(module.CONFIG, bind="127.0.0.1:0", ping_interval=None, read_timeout=None)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            [url] = await nursery.start(
+                partial(serve, module.app, config, shutdown_trigger=stop.wait)
+            )
+            host, port = url.removeprefix("ws://").split(":")
+            client = WSConnection(ConnectionType.CLIENT)
+            pending: list[Event] = []
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+
+                async def next_event() -> Event:
+                    while not pending:
+                        client.receive_data(await stream.receive_some() or None)
+                        pending.extend(client.events())
+                    return pending.pop(0)
+
+                request = Request(host=host, target="/chat", extensions=[PerMessageDeflate()])
+                await stream.send_all(client.send(request))
+                accepted = await next_event()
+                assert isinstance(accepted, AcceptConnection)
+                assert [type(e) for e in accepted.extensions] == [PerMessageDeflate]
+                wire = client.send(TextMessage("x" * 65537))
+                assert len(wire) < 1000  # far below the limit on the wire
+                await stream.send_all(wire)
+                closed = await next_event()
+                assert isinstance(closed, CloseConnection) and closed.code == 1009
+            stop.set()
+
+
+@pytest.mark.parametrize("pings", [True, False], ids=["pings", "no pings"])
+async def test_with_or_without_pings_a_shutdown_does_not_wait_for_closed_connections(
+    pings: bool,
+) -> None:
+    """security.md: hypercorn's ping task for a closed connection would sleep out its
+    interval, and the shutdown wait for it (until graceful_timeout); the fixes end it
+    with the connection."""
+    module = snippet("security_limits")
+    config = attrs.evolve(
+        module.CONFIG,
+        bind="127.0.0.1:0",
+        ping_interval=20 if pings else None,
+        read_timeout=45 if pings else None,
+        graceful_timeout=0.5,
+    )
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            [url] = await nursery.start(
+                partial(serve, module.app, config, shutdown_trigger=stop.wait)
+            )
+            async with open_websocket(url + "/chat") as ws:
+                await ws.send_message("hi")
+                assert await ws.get_message() == "hi"
+            await trio.sleep(0.1)  # the connection has closed, on both sides
+            stop.set()
+            start = trio.current_time()
+        took = trio.current_time() - start
+    assert took < 0.45, took  # well under graceful_timeout
+
+
+def test_pings_come_with_a_longer_read_timeout() -> None:
+    config = snippet("security_limits").CONFIG
+    assert (config.ping_interval, config.read_timeout, config.write_timeout) == (20, 45, 30)
+    with pytest.raises(ValueError, match="ping_interval needs read_timeout"):
+        ServerConfig(ping_interval=20)
+    with pytest.raises(ValueError, match="must be longer than ping_interval"):
+        ServerConfig(ping_interval=20, read_timeout=20)
+
+
+async def test_hypercorns_command_line_with_a_config_file() -> None:
+    import hypercorn.config
+
+    path = SNIPPETS / "hypercorn.toml"
+    config = hypercorn.config.Config.from_toml(path)
+    assert (config.worker_class, config.websocket_max_message_size) == ("trio", 65536)
+    assert (config.websocket_ping_interval, config.read_timeout) == (20, 45)
+    assert getattr(config, hypercorn_fixes.WRITE_TIMEOUT_OPTION) == 30
+    command = ["hypercorn", "--config", str(path), "-b", "127.0.0.1:0", "examples.echo:app"]
+    # hypercorn's ping task outlives a closed connection by up to its interval (20 s here),
+    # and a shutdown waits for it; one second is enough for this test to end.
+    command[1:1] = ["--graceful-timeout", "1"]
+    async with server_process(command) as server:
+        with trio.fail_after(15):
+            async with open_websocket(server.url + "/echo") as ws:
+                await ws.send_message("x" * 65536)
+                assert len(await ws.get_message()) == 65536
+                await ws.send_message("x" * 65537)
+                with pytest.raises(ClientSawClose) as closed:
+                    await ws.get_message()
+    assert close_of(closed)[0] == 1009
 
 
 # -- Migrating -----------------------------------------------------------------------------

@@ -315,14 +315,23 @@ class App:
             path = path[len(root) :] or "/"
         origin = _origin_of(scope)
         if not origin_allowed(origin, scope, config.allowed_origins, config.allow_missing_origin):
-            logger.warning(
-                "refused a WebSocket handshake to %s from origin %r: not the server's own, "
-                "nor in allowed_origins",
-                path,
-                origin,
-            )
             ws = WebSocket.from_config(scope, receive, send, config.websocket)
-            await _refuse(ws, 403, f"origin {origin!r} may not open this WebSocket")
+            if origin is None:
+                logger.warning(
+                    "refused a WebSocket handshake to %s without an Origin header "
+                    "(allow_missing_origin=False)",
+                    path,
+                )
+                body = "a handshake without an Origin header may not open this WebSocket"
+            else:
+                logger.warning(
+                    "refused a WebSocket handshake to %s from origin %r: not the server's "
+                    "own, nor in allowed_origins",
+                    path,
+                    origin,
+                )
+                body = f"origin {origin!r} may not open this WebSocket"
+            await _refuse(ws, 403, body)
             return
         found = self._router.match(path)
         if found is None:

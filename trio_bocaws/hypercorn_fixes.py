@@ -47,6 +47,11 @@ every ASGI app in the process:
    events of that read, dropping the client's close frame if it came in the same read;
    the stream then never closes, and the app waits in ``receive()`` for good. The fix
    reads on to the close.
+7. **A closed connection's ping task ends with it.** With ``websocket_ping_interval`` set,
+   hypercorn's ping task checks whether the stream closed only after sleeping out its
+   interval, so a closed connection lingers for up to one interval, and a graceful
+   shutdown waits for it (up to ``graceful_timeout``). The fix cancels it when the
+   stream closes.
 
 To keep hypercorn exactly as it is, set the environment variable
 ``TRIO_BOCAWS_HYPERCORN_FIXES=0`` before importing trio_bocaws, or call :func:`uninstall`.
@@ -94,8 +99,10 @@ WRITE_TIMEOUT_OPTION: Final = "trio_bocaws_write_timeout"
 ENVIRONMENT_VARIABLE: Final = "TRIO_BOCAWS_HYPERCORN_FIXES"
 """Set to ``0`` to stop ``import trio_bocaws`` from installing the fixes."""
 
-# Where the close the fixed stream will report is kept, on each WSStream instance.
+# Where the close the fixed stream will report is kept, on each WSStream instance, and the
+# cancel scope of its ping task.
 _CLOSE_ATTRIBUTE: Final = "_trio_bocaws_close"
+_PINGS_ATTRIBUTE: Final = "_trio_bocaws_pings"
 
 _originals: dict[str, Any] = {}
 
@@ -146,6 +153,7 @@ def install() -> bool:
     original_init = TCPServer.__init__
     original_handle = WSStream.handle
     original_send_event = WSStream._send_wsproto_event
+    original_send_pings = WSStream._send_pings
     original_app_send = WSStream.app_send
 
     # The replacements are plain functions that return the coroutine to await (hypercorn's
@@ -174,7 +182,16 @@ def install() -> bool:
                 await self.send(StreamClosed(stream_id=self.stream_id))
                 return
 
+    async def _send_pings(self: Any) -> None:
+        with trio.CancelScope() as scope:
+            setattr(self, _PINGS_ATTRIBUTE, scope)
+            await original_send_pings(self)
+
     def handle(self: Any, event: Any) -> Awaitable[None]:
+        if isinstance(event, StreamClosed):
+            pings = getattr(self, _PINGS_ATTRIBUTE, None)
+            if pings is not None:
+                pings.cancel()
         if isinstance(event, Data) and self.state == ASGIWebsocketState.CONNECTED:
             close = getattr(self, _CLOSE_ATTRIBUTE, None)
             if (close is not None and close[0] == CloseReason.MESSAGE_TOO_BIG) or (
@@ -245,6 +262,7 @@ def install() -> bool:
         _limit_unacknowledged_writes(self.stream, self.config)
 
     _originals.update(
+        _send_pings=original_send_pings,
         tcp_init=original_init,
         handle=original_handle,
         _send_wsproto_event=original_send_event,
@@ -261,6 +279,7 @@ def install() -> bool:
     WSStream.handle = handle  # type: ignore[method-assign,assignment]
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign,assignment]
     WSStream.app_send = app_send  # type: ignore[method-assign,assignment]
+    WSStream._send_pings = _send_pings  # type: ignore[method-assign]
     return True
 
 

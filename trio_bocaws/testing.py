@@ -622,7 +622,10 @@ async def open_websocket(
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"open_websocket needs ws://HOST:PORT/..., not {url!r}")
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    from wsproto.utilities import LocalProtocolError
+
     stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    closing = False
     try:
         try:
             async with trio.open_nursery() as nursery:
@@ -638,11 +641,20 @@ async def open_websocket(
                 try:
                     yield connection
                 finally:
+                    closing = True
                     with trio.move_on_after(2, shield=True):
                         await connection.aclose()
         except BaseExceptionGroup as group:
+            if closing:
+                # trio-websocket 0.12 answers a ping that arrives after its own close
+                # frame; wsproto refuses, and its reader task fails. The connection was
+                # ending anyway: that failure is not the test's business.
+                _, rest = group.split(LocalProtocolError)
+                if rest is None:
+                    return
+                group = rest
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
-            raise
+            raise group from None
     finally:
         await stream.aclose()
