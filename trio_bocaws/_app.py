@@ -287,28 +287,46 @@ class App:
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            await self._websocket(scope, receive, send)
+            # The connection is served in this frame rather than in helper coroutines:
+            # every frame on the stack while a view waits stays allocated for the
+            # connection's life, and idle connections are what a server holds most of.
+            ws, route, admitted = self._admit(scope, receive, send)
+            if route is None:
+                await _refuse(ws, *admitted)
+                return
+            self._connections += 1
+            try:
+                hook = (
+                    self._authenticate if route.authenticate is APP_DEFAULT else route.authenticate
+                )
+                if hook is not None and not await self._authenticated(ws, hook, route):
+                    return
+                try:
+                    async with _ViewScope(ws):
+                        await route.view(ws, **admitted)
+                except BaseException as exc:
+                    self._report(exc, route)
+            finally:
+                self._connections -= 1
         elif kind == "http":
             await self._http_app(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _websocket(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
+    def _admit(
+        self, scope: Mapping[str, Any], receive: Receive, send: Send
+    ) -> tuple[WebSocket, WebSocketRoute | None, Any]:
+        """Decide, without waiting, whether a handshake may reach a view.
+
+        Returns the WebSocket with its route and the view's arguments, or with ``None``
+        and the refusal (status, body, headers).
+        """
         config = self._config
         cap = config.max_connections
         if cap is not None and self._connections >= cap:
             logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
             ws = WebSocket.from_config(scope, receive, send, config.websocket)
-            await _refuse(ws, 503, "the server is at capacity; try again later", _RETRY)
-            return
-        self._connections += 1
-        try:
-            await self._connection(scope, receive, send)
-        finally:
-            self._connections -= 1
-
-    async def _connection(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
-        config = self._config
+            return ws, None, (503, "the server is at capacity; try again later", _RETRY)
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -331,29 +349,19 @@ class App:
                     origin,
                 )
                 body = f"origin {origin!r} may not open this WebSocket"
-            await _refuse(ws, 403, body)
-            return
+            return ws, None, (403, body, None)
         found = self._router.match(path)
         if found is None:
             ws = WebSocket.from_config(scope, receive, send, config.websocket)
             # Bocadillo refused unknown paths with 403; the body says why.
-            await _refuse(ws, 403, f"no WebSocket route for {path}")
-            return
+            return ws, None, (403, f"no WebSocket route for {path}", None)
         route, raw_params = found
         ws = WebSocket.from_config(scope, receive, send, route.config)
         try:
             arguments = route.arguments(ws, raw_params)
         except ParameterError as exc:
-            await _refuse(ws, 400, str(exc))
-            return
-        hook = self._authenticate if route.authenticate is APP_DEFAULT else route.authenticate
-        if hook is not None and not await self._authenticated(ws, hook, route):
-            return
-        try:
-            async with _ViewScope(ws):
-                await route.view(ws, **arguments)
-        except BaseException as exc:
-            self._report(exc, route)
+            return ws, None, (400, str(exc), None)
+        return ws, route, arguments
 
     @staticmethod
     async def _authenticated(ws: WebSocket, hook: Authenticate, route: WebSocketRoute) -> bool:

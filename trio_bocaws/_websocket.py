@@ -72,6 +72,60 @@ def _refuse_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
+# Messages in and out of ASGI events: plain functions, so that a typed receive or send is
+# one coroutine frame on top of the server's, not two.
+
+
+def _text_of(event: Event) -> str:
+    text: str | None = event.get("text")
+    if text is None:
+        raise UnexpectedMessageType("text", "bytes")
+    return text
+
+
+def _bytes_of(event: Event) -> bytes:
+    data: bytes | None = event.get("bytes")
+    if data is None:
+        raise UnexpectedMessageType("bytes", "text")
+    return data
+
+
+def _json_of(event: Event) -> Any:
+    text = event.get("text")
+    if text is None:
+        data = event.get("bytes") or b""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError(
+                f"binary message is not UTF-8 ({exc.reason})", repr(data[:64]), exc.start
+            ) from None
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _event_of(event: Event) -> Event:
+    return event
+
+
+def _text_event(data: str) -> Event:
+    if not isinstance(data, str):
+        raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
+    return {"type": "websocket.send", "text": data}
+
+
+def _bytes_event(data: bytes | bytearray | memoryview) -> Event:
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
+        data = bytes(data)
+    return {"type": "websocket.send", "bytes": data}
+
+
+def _json_event(data: Any) -> Event:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return {"type": "websocket.send", "text": text}
+
+
 class WebSocketState(enum.Enum):
     """Where a connection is in its life. Read it from :attr:`WebSocket.state`."""
 
@@ -142,8 +196,10 @@ class WebSocket:
         "_buffer",
         "_cancel_close",
         "_config",
+        "_decode",
         "_depth",
         "_disconnect",
+        "_encode",
         "_got_connect",
         "_handoff",
         "_headers",
@@ -155,13 +211,11 @@ class WebSocket:
         "_reader_lot",
         "_reader_paused",
         "_receive",
-        "_receive_impl",
         "_received_at",
         "_receiving",
         "_rooms",
         "_scope",
         "_send",
-        "_send_impl",
         "_sending_since",
         "_state",
         "_streaming",
@@ -203,8 +257,8 @@ class WebSocket:
         self._receive = receive
         self._send = send
         self._config = config
-        self._receive_impl = _RECEIVERS[config.receive_type]
-        self._send_impl = _SENDERS[config.send_type]
+        self._decode = _DECODERS[config.receive_type]
+        self._encode = _ENCODERS[config.send_type]
         self._state = _CONNECTING
         self._got_connect = False
         self._answering: trio.Event | None = None
@@ -510,30 +564,42 @@ class WebSocket:
 
     # -- Receiving -----------------------------------------------------------------------
 
-    async def _receive_message(self) -> Event:
-        # The hot path: nobody else is receiving, nothing is buffered, the background reader
-        # is not holding the ASGI receive. Then the server's receive is awaited directly,
-        # with no task in between.
-        if (
-            self._state is _CONNECTED
-            and not self._reader_active
-            and not self._receiving
-            and not self._buffer
-        ):
-            self._receiving = True
-            try:
-                event: Event = await self._receive()
-            finally:
-                self._receiving = False
-        else:
-            event = await self._receive_slow()
-        self._sending_since = None
-        self._streaming = False
-        if event["type"] == "websocket.receive":
-            if self._received_at is not None:  # only with an idle timeout
-                self._received_at = trio.current_time()
-            return event
-        raise self._record_disconnect(event)
+    async def _receive_message(
+        self, decode: Callable[[Event], Any] = _event_of, iterating: bool = False
+    ) -> Any:
+        # Every receive* and the iterator come here directly, and ``decode`` turns the event
+        # into the message: one coroutine frame on top of the server's receive, per message
+        # and for as long as an idle connection waits.
+        try:
+            if self._state is _CONNECTING:
+                await self._auto_accept("receive")
+            # The hot path: nobody else is receiving, nothing is buffered, the background
+            # reader is not holding the ASGI receive. Then the server's receive is awaited
+            # directly, with no task in between.
+            if (
+                self._state is _CONNECTED
+                and not self._reader_active
+                and not self._receiving
+                and not self._buffer
+            ):
+                self._receiving = True
+                try:
+                    event: Event = await self._receive()
+                finally:
+                    self._receiving = False
+            else:
+                event = await self._receive_slow()
+            self._sending_since = None
+            self._streaming = False
+            if event["type"] == "websocket.receive":
+                if self._received_at is not None:  # only with an idle timeout
+                    self._received_at = trio.current_time()
+                return decode(event)
+            raise self._record_disconnect(event)
+        except WebSocketDisconnect as exc:
+            if iterating and exc.code in self._config.caught_close_codes:
+                raise StopAsyncIteration from None
+            raise
 
     async def _receive_slow(self) -> Event:
         if self._receiving:
@@ -594,7 +660,8 @@ class WebSocket:
             WebSocketDisconnect: The client has gone (the ``websocket.disconnect`` event is
                 turned into this, with its code and reason).
         """
-        return await self._receive_message()
+        event: Event = await self._receive_message()
+        return event
 
     async def receive_text(self) -> str:
         """Receive a text message.
@@ -603,9 +670,7 @@ class WebSocket:
             UnexpectedMessageType: The client sent a binary message.
             WebSocketDisconnect: The client has gone.
         """
-        text: str | None = (await self._receive_message()).get("text")
-        if text is None:
-            raise UnexpectedMessageType("text", "bytes")
+        text: str = await self._receive_message(_text_of)
         return text
 
     async def receive_bytes(self) -> bytes:
@@ -615,9 +680,7 @@ class WebSocket:
             UnexpectedMessageType: The client sent a text message.
             WebSocketDisconnect: The client has gone.
         """
-        data: bytes | None = (await self._receive_message()).get("bytes")
-        if data is None:
-            raise UnexpectedMessageType("bytes", "text")
+        data: bytes = await self._receive_message(_bytes_of)
         return data
 
     async def receive_json(self) -> Any:
@@ -628,21 +691,11 @@ class WebSocket:
                 included: Python's json module would take them, JSON does not).
             WebSocketDisconnect: The client has gone.
         """
-        event = await self._receive_message()
-        text = event.get("text")
-        if text is None:
-            data = event.get("bytes") or b""
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise json.JSONDecodeError(
-                    f"binary message is not UTF-8 ({exc.reason})", repr(data[:64]), exc.start
-                ) from None
-        return json.loads(text, parse_constant=_refuse_constant)
+        return await self._receive_message(_json_of)
 
     async def receive(self) -> Any:
         """Receive a message of the configured ``receive_type``."""
-        return await self._receive_impl(self)
+        return await self._receive_message(self._decode)
 
     # -- Sending -------------------------------------------------------------------------
 
@@ -747,9 +800,7 @@ class WebSocket:
             TypeError: ``data`` is not a ``str``. Nothing was sent.
             WebSocketDisconnect: The client has gone.
         """
-        if not isinstance(data, str):
-            raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
-        await self._send_message({"type": "websocket.send", "text": data})
+        await self._send_message(_text_event(data))
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send a binary message.
@@ -758,11 +809,7 @@ class WebSocket:
             TypeError: ``data`` is not bytes-like. Nothing was sent.
             WebSocketDisconnect: The client has gone.
         """
-        if type(data) is not bytes:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
-            data = bytes(data)
-        await self._send_message({"type": "websocket.send", "bytes": data})
+        await self._send_message(_bytes_event(data))
 
     async def send_json(self, data: Any) -> None:
         """Serialize ``data`` to JSON and send it as a text message.
@@ -772,12 +819,15 @@ class WebSocket:
             ValueError: ``data`` holds a NaN or infinite float, which JSON cannot carry.
             WebSocketDisconnect: The client has gone.
         """
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        await self._send_message({"type": "websocket.send", "text": text})
+        await self._send_message(_json_event(data))
 
     async def send(self, message: Any) -> None:
         """Send a message of the configured ``send_type``."""
-        await self._send_impl(self, message)
+        encode = self._encode
+        if encode is None:
+            await self.send_event(message)
+        else:
+            await self._send_message(encode(message))
 
     # -- Watching the connection while the handler does something else -------------------
 
@@ -1008,24 +1058,22 @@ class WebSocket:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
-        try:
-            return await self._receive_impl(self)
-        except WebSocketDisconnect as exc:
-            if exc.code in self._config.caught_close_codes:
-                raise StopAsyncIteration from None
-            raise
+    def __anext__(self) -> Awaitable[Any]:
+        # Not a coroutine function: the receive's own coroutine is the awaitable, with no
+        # frame in between. Caught close codes end the iteration.
+        return self._receive_message(self._decode, iterating=True)
 
 
-_RECEIVERS: Final[dict[str, Callable[[WebSocket], Awaitable[Any]]]] = {
-    "text": WebSocket.receive_text,
-    "bytes": WebSocket.receive_bytes,
-    "json": WebSocket.receive_json,
-    "event": WebSocket.receive_event,
+_DECODERS: Final[dict[str, Callable[[Event], Any]]] = {
+    "text": _text_of,
+    "bytes": _bytes_of,
+    "json": _json_of,
+    "event": _event_of,
 }
-_SENDERS: Final[dict[str, Callable[[WebSocket, Any], Awaitable[None]]]] = {
-    "text": WebSocket.send_text,
-    "bytes": WebSocket.send_bytes,
-    "json": WebSocket.send_json,
-    "event": WebSocket.send_event,
+# None: send_event, which does more than wrap a message.
+_ENCODERS: Final[dict[str, Callable[[Any], Event] | None]] = {
+    "text": _text_event,
+    "bytes": _bytes_event,
+    "json": _json_event,
+    "event": None,
 }
