@@ -302,8 +302,17 @@ class App:
                 if hook is not None and not await self._authenticated(ws, hook, route):
                     return
                 try:
-                    async with _ViewScope(ws):
+                    # `async with ws`, spelled out: no context manager object per connection,
+                    # and no accept on entry (with auto_accept the handshake is answered on
+                    # first use, so the view can still reject() before it sends or receives).
+                    await ws._open(accept=False)
+                    try:
                         await route.view(ws, **admitted)
+                    except BaseException as exc:
+                        if not await ws.__aexit__(type(exc), exc, exc.__traceback__):  # noqa: ASYNC102
+                            raise
+                    else:
+                        await ws.__aexit__(None, None, None)
                 except BaseException as exc:
                     self._report(exc, route)
             finally:
@@ -501,22 +510,3 @@ def _check_hook(hook: Any) -> Any:
     if hook is not None and hook is not APP_DEFAULT and not callable(hook):
         raise TypeError(f"authenticate must be a callable taking the WebSocket, not {hook!r}")
     return hook
-
-
-class _ViewScope:
-    """``async with ws`` for a view: the connection's nursery, without accepting first.
-
-    With ``auto_accept`` the handshake is answered on first use, so a view can still
-    ``reject()`` before it sends or receives.
-    """
-
-    __slots__ = ("_ws",)
-
-    def __init__(self, ws: WebSocket) -> None:
-        self._ws = ws
-
-    async def __aenter__(self) -> WebSocket:
-        return await self._ws._open(accept=False)
-
-    async def __aexit__(self, *exc_info: Any) -> bool:
-        return await self._ws.__aexit__(*exc_info)  # noqa: ASYNC102 (it shields its close)

@@ -15,6 +15,8 @@ import attrs
 from ._config import WebSocketConfig
 from ._websocket import WebSocket
 
+_NO_ARGUMENTS: Final[Mapping[str, Any]] = types.MappingProxyType({})
+
 __all__ = [
     "APP_DEFAULT",
     "CONVERTERS",
@@ -227,13 +229,15 @@ class WebSocketRoute:
         found = self._regex.fullmatch(path)
         return None if found is None else found.groupdict()
 
-    def arguments(self, ws: WebSocket, raw_path_params: Mapping[str, str]) -> dict[str, Any]:
-        """The keyword arguments for the view.
+    def arguments(self, ws: WebSocket, raw_path_params: Mapping[str, str]) -> Mapping[str, Any]:
+        """The keyword arguments for the view (read-only).
 
         Raises:
             ParameterError: A path or query value is missing or does not convert; the message
                 says which and why.
         """
+        if not raw_path_params and not self._query:
+            return _NO_ARGUMENTS  # one shared mapping, not a dict per connection
         arguments: dict[str, Any] = {}
         for name, value in raw_path_params.items():
             try:

@@ -195,19 +195,19 @@ async def serve(
             "processes use `python -m trio_bocaws --workers N module:app`"
         )
     shutdown = ServerShutdown()
-    wrapped, trigger = announce_shutdown(app, shutdown_trigger or trio.sleep_forever, shutdown)
     try:
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                partial(
-                    hypercorn.trio.serve,
-                    wrapped,
-                    config.to_hypercorn(),
-                    shutdown_trigger=trigger,
-                    mode="asgi",
+        with announce_shutdown(shutdown_trigger or trio.sleep_forever, shutdown) as trigger:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(
+                    partial(
+                        hypercorn.trio.serve,
+                        app,
+                        config.to_hypercorn(),
+                        shutdown_trigger=trigger,
+                        mode="asgi",
+                    )
                 )
-            )
-            task_status.started(websocket_urls(binds))
+                task_status.started(websocket_urls(binds))
     except BaseExceptionGroup as group:
         _raise_startup_error(group)
         raise

@@ -5,14 +5,19 @@ application at ``graceful_timeout``, and the lifespan ``shutdown`` event comes o
 every connection is gone. So trio_bocaws hooks the server's shutdown trigger (in
 :func:`trio_bocaws.serve`, and for ``hypercorn --worker-class trio`` through
 :mod:`trio_bocaws.hypercorn_fixes`) and hands each connection a :class:`ServerShutdown`
-through the ASGI lifespan state, which the server copies into every connection's scope.
-When the trigger fires, every watched connection is cancelled and closed with its
-``shutdown_close_code`` (1001, "going away") at once, instead of at the deadline.
+through a context variable, which every task the server starts inherits. (Not through the
+ASGI lifespan state: the server copies that dict into every connection's scope, and a
+non-empty one costs each idle connection 120 bytes more.) A scope's own state may carry
+one too, as the test client's does. When the trigger fires, every watched connection is
+cancelled and closed with its ``shutdown_close_code`` (1001, "going away") at once,
+instead of at the deadline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -21,7 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["STATE_KEY", "ServerShutdown", "announce_shutdown", "server_shutdown_of"]
 
 STATE_KEY: Final = "trio_bocaws.shutdown"
-"""The key of the :class:`ServerShutdown` in the ASGI lifespan and connection state."""
+"""The key of a :class:`ServerShutdown` in a connection's ASGI state (the test client's)."""
+
+_CURRENT: Final[ContextVar[ServerShutdown | None]] = ContextVar(
+    "trio_bocaws.server_shutdown", default=None
+)
 
 
 class ServerShutdown:
@@ -64,37 +73,34 @@ class ServerShutdown:
 def server_shutdown_of(scope: Mapping[str, Any]) -> ServerShutdown | None:
     """The shutdown signal of the server that gave us ``scope``, if it has one."""
     state = scope.get("state")
-    if state is None:
-        return None
-    shutdown = state.get(STATE_KEY)
-    return shutdown if isinstance(shutdown, ServerShutdown) else None
+    if state:
+        shutdown = state.get(STATE_KEY)
+        if isinstance(shutdown, ServerShutdown):
+            return shutdown
+    return _CURRENT.get()
 
 
+@contextlib.contextmanager
 def announce_shutdown(
-    app: Callable[..., Awaitable[None]],
     shutdown_trigger: Callable[[], Awaitable[Any]] | None,
     shutdown: ServerShutdown,
-) -> tuple[Callable[..., Awaitable[None]], Callable[[], Awaitable[None]] | None]:
-    """Wrap an app and a shutdown trigger so that ``shutdown`` reaches every connection.
+) -> Iterator[Callable[[], Awaitable[None]] | None]:
+    """Run a server inside this block so that ``shutdown`` reaches every connection.
 
-    Works on ASGI apps (``app(scope, receive, send)``) and on hypercorn's internal app
-    wrappers (which take two more arguments) alike.
+    Connections handled by tasks started inside the block watch ``shutdown``; it begins
+    when the shutdown trigger this yields (to give the server instead of
+    ``shutdown_trigger``) fires.
     """
+    token = _CURRENT.set(shutdown)
+    try:
+        if shutdown_trigger is None:
+            yield None
+            return
 
-    def with_state(scope: Any, *args: Any) -> Awaitable[None]:
-        # Plain function returning the app's coroutine: no extra frame stays on the stack
-        # for the life of every connection.
-        if scope["type"] == "lifespan":
-            scope.setdefault("state", {}).setdefault(STATE_KEY, shutdown)
-        return app(scope, *args)
+        async def trigger() -> None:
+            await shutdown_trigger()
+            shutdown.begin()
 
-    with_state.__wrapped__ = app  # type: ignore[attr-defined]
-
-    if shutdown_trigger is None:
-        return with_state, None
-
-    async def trigger() -> None:
-        await shutdown_trigger()
-        shutdown.begin()
-
-    return with_state, trigger
+        yield trigger
+    finally:
+        _CURRENT.reset(token)

@@ -239,7 +239,9 @@ def install() -> bool:
             if _is_command_line_worker(shutdown_trigger):
                 signals = stack.enter_context(trio.open_signal_receiver(signal.SIGTERM))
                 shutdown_trigger = _or_sigterm(shutdown_trigger, signals)
-            app, shutdown_trigger = announce_shutdown(app, shutdown_trigger, ServerShutdown())
+            shutdown_trigger = stack.enter_context(
+                announce_shutdown(shutdown_trigger, ServerShutdown())
+            )
             await original_worker_serve(
                 app,
                 config,
