@@ -51,6 +51,19 @@ def autobahn(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks: trio_bocaws against a bare ASGI app, Starlette and trio-websocket.
+
+    Prints tables (and writes JSON under benchmarks/results/); never fails on a number.
+    Arguments after ``--`` go to benchmarks/run.py (``nox -s bench -- --quick``). Needs
+    Node.js and npm for the load generator.
+    """
+    session.run("npm", "ci", "--prefix", "benchmarks", external=True)
+    session.install("-e", ".", "-r", "benchmarks/requirements.txt", *CONSTRAINTS)
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and flake8-async's cleanup checks, which ruff lacks."""
     session.install("ruff", "flake8", "flake8-async")
