@@ -38,7 +38,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
-    HERE,
     BenchmarkError,
     Server,
     load_on,
@@ -46,6 +45,7 @@ from harness import (
     median_of,
     pin_self,
     pinning,
+    publish,
     rotated,
     table,
     versions,
@@ -298,14 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": runs,
     }
     text = report(results)
-    print(text)
-    path = arguments.json
-    if path is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = HERE / "results" / f"gc-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**results, "report": text}, indent=1) + "\n")
-    print(f"\nJSON results: {path}")
+    publish(results, text, arguments.json, "gc")
     return 0
 
 

@@ -9,6 +9,7 @@ starts and ends; the client keeps the load running across both readings.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import resource
@@ -624,3 +625,15 @@ def _trio_bocaws_version() -> str:
     # Uncommitted changes to the package are measured too: say so.
     dirty = "+changes" if git("status", "--porcelain", "--", "trio_bocaws") else ""
     return f"{found} ({head}{dirty})"
+
+
+def publish(results: Mapping[str, Any], text: str, path: Path | None, prefix: str) -> None:
+    """Print the report, and write it with the results as JSON to ``path`` (by default a
+    new file under ``benchmarks/results/`` named after ``prefix`` and the time)."""
+    print(text)
+    if path is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = HERE / "results" / f"{prefix}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**results, "report": text}, indent=1) + "\n")
+    print(f"\nJSON results: {path}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
-import json
 import os
 import pstats
 import re
@@ -41,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HERE, BenchmarkError, Server, pin_self, versions
+from harness import HERE, BenchmarkError, Server, pin_self, publish, versions
 
 DEFAULT_SERVERS = ("bare", "bare+fixes", "trio_bocaws")
 
@@ -264,16 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ],
             }
     text = report(results, profiles, arguments.top)
-    print(text)
     if not arguments.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    path = arguments.json
-    if path is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = HERE / "results" / f"profile-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**results, "report": text}, indent=1) + "\n")
-    print(f"\nJSON results: {path}")
+    publish(results, text, arguments.json, "profile")
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import fnmatch
-import json
 import os
 import platform
 import sys
@@ -33,7 +32,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
-    HERE,
     BenchmarkError,
     measure_idle,
     measure_interleaved,
@@ -41,6 +39,7 @@ from harness import (
     median_of,
     pin_self,
     pinning,
+    publish,
     rotated,
     summarize_windows,
     table,
@@ -514,14 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pin_self()
     results = run(arguments)
     text = report(results)
-    print(text)
-    path = arguments.json
-    if path is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = HERE / "results" / f"run-{'quick-' if quick else ''}{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**results, "report": text}, indent=1) + "\n")
-    print(f"\nJSON results: {path}")
+    publish(results, text, arguments.json, f"run{'-quick' if quick else ''}")
     return 0
 
 
