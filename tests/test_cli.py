@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from trio_bocaws._cli import main
+from trio_bocaws._cli import _parser, main
 
 from .conftest import close_of, connect
 from .subprocesses import ROOT, ServerProcess, server_process
@@ -108,6 +109,10 @@ async def test_two_worker_processes(command: list[str]) -> None:
                     await done.wait()
                 done.set()
             assert len(pids) == 2, f"all connections went to worker(s) {pids}"
+            # Our runner sets each worker's collector; plain hypercorn leaves CPython's.
+            async with connect(server.url + "/gc") as client:
+                thresholds = json.loads(await client.get_message())
+            assert thresholds[2] == (1000 if command[0] == "trio_bocaws" else 10)
             await _shutdown_is_seen_by_clients(server, [server.url + "/pid" for _ in range(6)])
 
 
@@ -125,6 +130,11 @@ async def test_two_worker_processes(command: list[str]) -> None:
         (["examples.echo:app", "--workers", "0"], "workers must be an int of at least 1"),
         (["examples.echo:app", "--certfile", "/no/cert.pem", "--keyfile", "k"], "no such file"),
         (["examples.echo:app", "--log-level", "loud"], "argument --log-level: invalid choice"),
+        (
+            ["examples.echo:app", "--gc-full-threshold", "lots"],
+            "argument --gc-full-threshold: not a whole number or 'none': 'lots'",
+        ),
+        (["examples.echo:app", "--gc-full-threshold", "0"], "gc_full_threshold must be an int"),
         ([], "the following arguments are required: app"),
     ],
 )
@@ -204,3 +214,20 @@ def test_console_script_is_installed() -> None:
         [str(script), "--help"], capture_output=True, text=True, timeout=TIMEOUT, check=True
     )
     assert "module:attribute" in result.stdout
+
+
+def test_every_option_is_in_the_deployment_table() -> None:
+    """docs/deployment.md lists each option of the command line, and no other."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    documented = set()
+    for line in text.splitlines():
+        if line.startswith("| `-") and "|" in line[1:]:
+            first_cell = line.split("|")[1]
+            documented.update(re.findall(r"--[a-z-]+", first_cell))
+    options = {
+        option
+        for action in _parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert documented == options

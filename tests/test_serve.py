@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from functools import partial
 from typing import Any
 
@@ -83,6 +84,31 @@ async def test_shutdown_closes_every_connection_with_1001_at_once() -> None:
     assert seen == ["cancelled"] * 5
 
 
+@pytest.mark.parametrize("threshold", [1000, 50, None])
+async def test_serve_sets_the_full_collection_threshold_while_it_runs(
+    threshold: int | None,
+) -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    app = App()
+
+    @app.websocket_route("/gc")
+    async def collector(ws: WebSocket) -> None:
+        seen.append(gc.get_threshold())
+        await ws.send_text("ok")
+
+    config = ServerConfig(bind=("127.0.0.1:0",), gc_full_threshold=threshold)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            (url,) = await nursery.start(serve, app, config)
+            async with connect(url + "/gc") as client:
+                assert await client.get_message() == "ok"
+            nursery.cancel_scope.cancel()
+    expected = before if threshold is None else (before[0], before[1], threshold)
+    assert seen == [expected]
+    assert gc.get_threshold() == before  # put back when the server stopped
+
+
 async def test_serve_runs_one_worker_only() -> None:
     with pytest.raises(ValueError, match="one worker"):
         await serve(echo_app(), ServerConfig(workers=2))
@@ -102,6 +128,7 @@ async def test_serve_runs_one_worker_only() -> None:
         ({"graceful_timeout": -1}, "graceful_timeout must be a number above 0"),
         ({"max_message_size": 0}, "max_message_size"),
         ({"log_level": "loud"}, "log_level"),
+        ({"gc_full_threshold": 0}, "gc_full_threshold must be an int of at least 1"),
     ],
 )
 def test_server_config_names_the_problem(options: dict[str, Any], message: str) -> None:

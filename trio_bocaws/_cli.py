@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from hypercorn.utils import LifespanFailureError
 
+from ._gc import DEFAULT_FULL_THRESHOLD
 from ._serve import LOG_LEVELS, ServerConfig, run
 
 __all__ = ["main"]
@@ -26,6 +27,15 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def _threshold(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number or 'none': {value!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="drop a client that leaves what we send unread this long (default 30)",
+    )
+    parser.add_argument(
+        "--gc-full-threshold",
+        type=_threshold,
+        default=DEFAULT_FULL_THRESHOLD,
+        metavar="N",
+        help="collections of the middle generation before a full one, while serving "
+        "(default 1000; "
+        "'none' leaves the interpreter's setting, CPython's is 10)",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument(
@@ -131,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_timeout=arguments.write_timeout,
             root_path=arguments.root_path,
             log_level=arguments.log_level,
+            gc_full_threshold=arguments.gc_full_threshold,
         )
         for path in (config.certfile, config.keyfile):
             if path is not None and not os.path.isfile(path):

@@ -146,6 +146,7 @@ def install() -> bool:
     from wsproto.events import CloseConnection
     from wsproto.frame_protocol import CloseReason
 
+    from ._gc import FULL_THRESHOLD_OPTION, full_collections_after
     from ._shutdown import ServerShutdown, announce_shutdown
 
     original_worker_serve: Any = hypercorn.trio.run.worker_serve
@@ -241,6 +242,11 @@ def install() -> bool:
                 shutdown_trigger = _or_sigterm(shutdown_trigger, signals)
             shutdown_trigger = stack.enter_context(
                 announce_shutdown(shutdown_trigger, ServerShutdown())
+            )
+            # Our runner's collector setting, for the worker processes it starts (plain
+            # hypercorn has none, and keeps the interpreter's).
+            stack.enter_context(
+                full_collections_after(getattr(config, FULL_THRESHOLD_OPTION, None))
             )
             await original_worker_serve(
                 app,
