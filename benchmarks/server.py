@@ -17,7 +17,8 @@ Every server echoes each message on ``/echo`` (text) and ``/echo-bytes`` (binary
 Environment switches (so that run.py and gc_experiment.py can measure variants side by
 side):
 
-- ``BENCH_GC``: what to do with the cyclic garbage collector, ``+``-separated:
+- ``BENCH_GC``: what to do with the cyclic garbage collector (when it is set, the
+  trio_bocaws server's runner leaves the collector to it), ``+``-separated:
   ``default``; ``off`` (``gc.disable()``); ``freeze`` (``gc.collect(); gc.freeze()`` once
   the server listens); ``freeze-every=SECONDS`` (that, then ``gc.freeze()`` again every so
   often, moving the connections' long-lived objects out of the collector's way);
@@ -176,7 +177,9 @@ async def start_server(
             partial(
                 trio_bocaws.serve,
                 trio_bocaws_app(),
-                trio_bocaws.ServerConfig(bind=(f"127.0.0.1:{port}",), log_level="warning"),
+                trio_bocaws.ServerConfig(
+                    bind=(f"127.0.0.1:{port}",), log_level="warning", **runner_gc_options()
+                ),
                 shutdown_trigger=trigger,
             )
         )
@@ -205,6 +208,19 @@ async def start_server(
         )
     )
     return int(binds[0].rsplit(":", 1)[1])
+
+
+def runner_gc_options() -> dict[str, Any]:
+    """With ``BENCH_GC`` set, the variant alone decides: the runner leaves the collector as
+    it is (in versions that set it). Without, the runner does what it does for users."""
+    import attrs
+
+    import trio_bocaws
+
+    fields = attrs.fields_dict(trio_bocaws.ServerConfig)
+    if "BENCH_GC" in os.environ and "gc_full_threshold" in fields:
+        return {"gc_full_threshold": None}
+    return {}
 
 
 def parse_gc_variant(spec: str) -> dict[str, Any]:

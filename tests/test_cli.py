@@ -14,6 +14,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from trio_bocaws._cli import _parser, main
+from trio_bocaws._gc import DEFAULT_FULL_THRESHOLD
 
 from .conftest import close_of, connect
 from .subprocesses import ROOT, ServerProcess, server_process
@@ -112,7 +113,7 @@ async def test_two_worker_processes(command: list[str]) -> None:
             # Our runner sets each worker's collector; plain hypercorn leaves CPython's.
             async with connect(server.url + "/gc") as client:
                 thresholds = json.loads(await client.get_message())
-            assert thresholds[2] == (1000 if command[0] == "trio_bocaws" else 10)
+            assert thresholds[2] == (DEFAULT_FULL_THRESHOLD if command[0] == "trio_bocaws" else 10)
             await _shutdown_is_seen_by_clients(server, [server.url + "/pid" for _ in range(6)])
 
 

@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_FULL_THRESHOLD,
         metavar="N",
         help="collections of the middle generation before a full one, while serving "
-        "(default 1000; "
+        "(default 100; "
         "'none' leaves the interpreter's setting, CPython's is 10)",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")

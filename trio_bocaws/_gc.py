@@ -1,16 +1,18 @@
 """The cyclic garbage collector, set for a server that holds many connections.
 
-Every open connection is a few hundred long-lived objects (frames, sockets, protocol
+Every open connection is a hundred-odd long-lived objects (frames, sockets, protocol
 state), and CPython's full collections walk all of them. By default a full collection
 comes after every 10 collections of the middle generation (once the heap has grown by a
 quarter), so a server taking on thousands of connections keeps walking a heap that keeps
 growing. Measured with ``benchmarks/gc_experiment.py`` (10,000 connections opened 64 at a
-time): with the third threshold raised to 1000 the accept rate held at 2.0k/s instead of
-falling from 1.7k/s to 0.8k/s, one echo to every connection took 1.4 s instead of 4.5 s,
-and nothing leaked: garbage cycles (a closed connection leaves some) still die in the
-young generations, which keep their default thresholds. ``gc.freeze()`` after startup did
-not help (the connections come later), and freezing again and again leaked every cycle
-it froze.
+time, side by side): with the third threshold at 100 the accept rate held at 1.8k/s
+instead of falling from 1.7k/s to 0.8k/s, and one echo to every connection took 2.5 s
+instead of 4.3 s. The price is garbage that waits longer for its full collection:
+``benchmarks/gc_churn.py`` (rounds of 6,000 connections) found a server's memory settled
+about 7 MiB higher than with CPython's setting, and stayed there. At 1000 it was faster
+still (2.0k/s, 1.4 s), but that garbage kept growing (33 MiB after 36,000 connections);
+at 50 and 20 it gained little. ``gc.freeze()`` after startup did not help (the connections come later), and
+freezing again and again leaked every cycle it froze.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Final
 
 __all__ = ["DEFAULT_FULL_THRESHOLD", "FULL_THRESHOLD_OPTION", "full_collections_after"]
 
-DEFAULT_FULL_THRESHOLD: Final = 1000
+DEFAULT_FULL_THRESHOLD: Final = 100
 FULL_THRESHOLD_OPTION: Final = "trio_bocaws_gc_full_threshold"
 """The attribute of a hypercorn ``Config`` that carries the setting to worker processes."""
 

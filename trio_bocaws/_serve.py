@@ -111,8 +111,9 @@ class ServerConfig:
         gc_full_threshold: While the server runs, the garbage collector's third threshold
             (:func:`gc.set_threshold`): how many collections of the middle generation come
             before a full one, which walks every open connection. CPython's default is 10;
-            1000 kept a server with 10,000 connections accepting at a steady rate (see
-            :doc:`/deployment`). ``None`` leaves the collector as it is.
+            100 kept a server with 10,000 connections accepting at a steady rate, for a
+            few MiB of garbage that waits longer (see :doc:`/deployment`). ``None``
+            leaves the collector as it is.
     """
 
     bind: tuple[str, ...] = attrs.field(
