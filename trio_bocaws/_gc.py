@@ -11,8 +11,8 @@ instead of 4.3 s. The price is garbage that waits longer for its full collection
 ``benchmarks/gc_churn.py`` (rounds of 6,000 connections) found a server's memory settled
 about 7 MiB higher than with CPython's setting, and stayed there. At 1000 it was faster
 still (2.0k/s, 1.4 s), but that garbage kept growing (33 MiB after 36,000 connections);
-at 50 and 20 it gained little. ``gc.freeze()`` after startup did not help (the connections come later), and
-freezing again and again leaked every cycle it froze.
+at 50 and 20 it gained little. ``gc.freeze()`` after startup did not help (the
+connections come later), and freezing again and again leaked every cycle it froze.
 """
 
 from __future__ import annotations
