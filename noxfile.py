@@ -66,7 +66,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and flake8-async's cleanup checks, which ruff lacks."""
-    session.install("ruff", "flake8", "flake8-async")
+    session.install("ruff", "flake8", "flake8-async", *CONSTRAINTS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run(
