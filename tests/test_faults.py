@@ -109,10 +109,9 @@ async def test_a_tcp_drop_without_close_frame_is_1006(serve: Serve) -> None:
         await still_serving(server.url)
 
 
-async def test_invalid_utf8_in_a_text_frame(serve: Serve) -> None:
-    """wsproto rejects the frame; hypercorn then drops the TCP connection without a close
-    frame (it only echoes closes it receives), so the client reads end-of-stream and the
-    app sees 1006. Documented in the deployment guide as hypercorn's behaviour."""
+async def _send_invalid_utf8(serve: Serve) -> tuple[bytes, tuple[str, Any]]:
+    """A text frame that is not UTF-8: what the client read until the end of the stream,
+    and how the app's view ended."""
     watched = Watched()
     server = await serve(watched.app)
     with trio.fail_after(TIMEOUT):
@@ -122,9 +121,27 @@ async def test_invalid_utf8_in_a_text_frame(serve: Serve) -> None:
             received = b""
             while chunk := await stream.receive_some():
                 received += chunk
-        assert received == b""  # no close frame, just the end of the stream
-        assert await watched.next_end() == ("disconnect", 1006)
+        ended = await watched.next_end()
         await still_serving(server.url)
+    return received, ended
+
+
+async def test_invalid_utf8_in_a_text_frame_is_closed_with_1007(serve: Serve) -> None:
+    received, ended = await _send_invalid_utf8(serve)
+    assert received[0] == 0x88, received  # a close frame (FIN, opcode 8), then the end
+    length = received[1]
+    assert len(received) == 2 + length
+    assert int.from_bytes(received[2:4], "big") == 1007
+    assert received[4:].decode()  # wsproto's reason, UTF-8
+    assert ended == ("disconnect", 1007)
+
+
+@pytest.mark.usefixtures("without_hypercorn_fixes")
+async def test_without_the_fixes_invalid_utf8_gets_no_close_frame(serve: Serve) -> None:
+    """hypercorn only answers closes the client sent: it drops the TCP connection."""
+    received, ended = await _send_invalid_utf8(serve)
+    assert received == b""
+    assert ended == ("disconnect", 1006)
 
 
 # -- The handler fails or is cut short -----------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Importing :mod:`trio_bocaws` installs them, so they apply under
 ``hypercorn --worker-class trio module:app`` (the worker imports your module, which imports
-trio_bocaws) as well as under :func:`hypercorn.trio.serve`. They change three methods of
-``hypercorn.protocol.ws_stream.WSStream`` and wrap the trio worker's ``worker_serve``, for
-every ASGI app in the process:
+trio_bocaws) as well as under :func:`hypercorn.trio.serve`. They change methods of
+``hypercorn.protocol.ws_stream.WSStream`` and ``hypercorn.trio.tcp_server.TCPServer``,
+subclass the wsproto connection that ``WSStream`` uses, and wrap the trio worker's
+``worker_serve``, for every ASGI app in the process:
 
 1. **The client's close code reaches the app.** hypercorn answers the client's close frame
    but reports ``websocket.disconnect`` with code 1006 and no reason, whatever the client
@@ -52,6 +53,13 @@ every ASGI app in the process:
    interval, so a closed connection lingers for up to one interval, and a graceful
    shutdown waits for it (up to ``graceful_timeout``). The fix cancels it when the
    stream closes.
+8. **A frame the server cannot accept is answered with a close frame.** When wsproto
+   rejects what a client sent (text that is not UTF-8: 1007; a protocol error: 1002), it
+   reports a close, but hypercorn only answers closes the client sent, so it drops the
+   TCP connection with no close frame: the client sees 1006, and so does the app. The fix
+   has hypercorn answer with a close frame carrying wsproto's code and reason (RFC 6455,
+   "fail the WebSocket connection"), and the app is told that code. It swaps the wsproto
+   connection class hypercorn's WebSocket stream uses for a subclass.
 
 To keep hypercorn exactly as it is, set the environment variable
 ``TRIO_BOCAWS_HYPERCORN_FIXES=0`` before importing trio_bocaws, or call :func:`uninstall`.
@@ -67,7 +75,7 @@ import logging
 import os
 import signal
 import socket as socket_module
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from importlib.metadata import PackageNotFoundError, version
 from socket import SHUT_WR
 from typing import Any, Final
@@ -105,6 +113,7 @@ _CLOSE_ATTRIBUTE: Final = "_trio_bocaws_close"
 _PINGS_ATTRIBUTE: Final = "_trio_bocaws_pings"
 
 _originals: dict[str, Any] = {}
+_wsproto_connection: list[Any] = []  # the class hypercorn's stream used before install()
 
 
 def _hypercorn_version() -> str | None:
@@ -137,13 +146,14 @@ def install() -> bool:
         )
         return False
 
+    import hypercorn.protocol.ws_stream as ws_stream
     import hypercorn.trio
     import hypercorn.trio.run
     from hypercorn.protocol.events import Data, StreamClosed
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
     from hypercorn.trio.tcp_server import TCPServer
-    from wsproto.connection import ConnectionState
-    from wsproto.events import CloseConnection
+    from wsproto.connection import Connection, ConnectionState
+    from wsproto.events import CloseConnection, Event
     from wsproto.frame_protocol import CloseReason
 
     from ._gc import FULL_THRESHOLD_OPTION, full_collections_after
@@ -269,6 +279,20 @@ def install() -> bool:
         original_init(self, *args, **kwargs)
         _limit_unacknowledged_writes(self.stream, self.config)
 
+    original_connection = ws_stream.Connection  # type: ignore[attr-defined]
+
+    class _AnsweringConnection(Connection):
+        """wsproto's connection, which hypercorn's stream answers on a protocol error."""
+
+        def events(self) -> Generator[Event, None, None]:
+            for event in super().events():
+                if type(event) is CloseConnection and self._state is ConnectionState.OPEN:
+                    # wsproto failed the connection (a close the client sent moves the
+                    # state on first). Treated as the client's close, hypercorn answers it
+                    # with a close frame of the same code and reason, then ends the stream.
+                    self._state = ConnectionState.REMOTE_CLOSING
+                yield event
+
     _originals.update(
         _send_pings=original_send_pings,
         tcp_init=original_init,
@@ -288,6 +312,8 @@ def install() -> bool:
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign,assignment]
     WSStream.app_send = app_send  # type: ignore[method-assign,assignment]
     WSStream._send_pings = _send_pings  # type: ignore[method-assign]
+    _wsproto_connection.append(original_connection)
+    ws_stream.Connection = _AnsweringConnection  # type: ignore[attr-defined]
     return True
 
 
@@ -353,6 +379,9 @@ def uninstall() -> None:
     worker_serve: Any = _originals.pop("worker_serve")
     hypercorn.trio.run.worker_serve = worker_serve
     hypercorn.trio.worker_serve = worker_serve  # type: ignore[attr-defined]
+    import hypercorn.protocol.ws_stream as ws_stream
+
+    ws_stream.Connection = _wsproto_connection.pop()  # type: ignore[attr-defined]
     for name, method in _originals.items():
         setattr(WSStream, name, method)
     _originals.clear()
