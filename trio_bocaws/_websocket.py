@@ -126,6 +126,21 @@ def _json_event(data: Any) -> Event:
     return {"type": "websocket.send", "text": text}
 
 
+class _Reader:
+    """The background reader's state: made when a reader first starts, which most
+    connections never need (so each WebSocket carries one field for it, not six)."""
+
+    __slots__ = ("active", "buffer", "error", "handoff", "lot", "paused")
+
+    def __init__(self) -> None:
+        self.active = True  # holding the server's receive (else parked on ``lot``)
+        self.paused = False  # parked because ``buffer`` is full
+        self.buffer: deque[Event] = deque()
+        self.error: Exception | None = None
+        self.lot = trio.lowlevel.ParkingLot()  # where the reader waits
+        self.handoff = trio.lowlevel.ParkingLot()  # where a receive() waits for the reader
+
+
 class WebSocketState(enum.Enum):
     """Where a connection is in its life. Read it from :attr:`WebSocket.state`."""
 
@@ -193,7 +208,6 @@ class WebSocket:
 
     __slots__ = (
         "_answering",
-        "_buffer",
         "_cancel_close",
         "_config",
         "_decode",
@@ -201,15 +215,11 @@ class WebSocket:
         "_disconnect",
         "_encode",
         "_got_connect",
-        "_handoff",
         "_headers",
         "_nursery",
         "_nursery_manager",
         "_query_params",
-        "_reader_active",
-        "_reader_error",
-        "_reader_lot",
-        "_reader_paused",
+        "_reader",
         "_receive",
         "_received_at",
         "_receiving",
@@ -286,12 +296,7 @@ class WebSocket:
         self._user: Any = None
         self._rooms: dict[str, Any] | None = None  # the broadcast rooms joined
         # The background reader; created the first time it is needed.
-        self._buffer: deque[Event] | None = None
-        self._reader_active = False
-        self._reader_paused = False
-        self._reader_error: Exception | None = None
-        self._reader_lot: trio.lowlevel.ParkingLot | None = None
-        self._handoff: trio.lowlevel.ParkingLot | None = None
+        self._reader: _Reader | None = None  # made when a background reader first starts
 
     @classmethod
     def from_config(
@@ -578,9 +583,8 @@ class WebSocket:
             # directly, with no task in between.
             if (
                 self._state is _CONNECTED
-                and not self._reader_active
                 and not self._receiving
-                and not self._buffer
+                and ((reader := self._reader) is None or not (reader.active or reader.buffer))
             ):
                 self._receiving = True
                 try:
@@ -616,27 +620,23 @@ class WebSocket:
         try:
             await trio.lowlevel.checkpoint()
             while True:
-                buffer = self._buffer
-                if buffer:
-                    event = buffer.popleft()
-                    if self._reader_paused:
-                        self._reader_paused = False
-                        assert self._reader_lot is not None
-                        self._reader_lot.unpark()
+                reader = self._reader
+                if reader is not None and reader.buffer:
+                    event = reader.buffer.popleft()
+                    if reader.paused:
+                        reader.paused = False
+                        reader.lot.unpark()
                     return event
                 if self._disconnect is not None:
                     # Gone; this holds also when the application had closed first.
                     raise self._disconnected()
-                if self._reader_error is not None:
-                    raise WebSocketStateError(
-                        "the server's receive() failed"
-                    ) from self._reader_error
-                if not self._reader_active:
+                if reader is not None and reader.error is not None:
+                    raise WebSocketStateError("the server's receive() failed") from reader.error
+                if reader is None or not reader.active:
                     direct: Event = await self._receive()
                     return direct
                 # The reader holds the server's receive: wait for what it gets.
-                assert self._handoff is not None
-                await self._handoff.park()
+                await reader.handoff.park()
         finally:
             self._receiving = False
 
@@ -836,7 +836,7 @@ class WebSocket:
         # does), and then a loop that only sends would never let the task that notices the
         # disconnect run. While streaming, every _YIELD_EVERY-th send is a full checkpoint.
         self._unyielded_sends = 0
-        if not self._reader_active and not self._receiving:
+        if not self._receiving and (self._reader is None or not self._reader.active):
             self._watch()
         await trio.lowlevel.checkpoint()
 
@@ -845,27 +845,25 @@ class WebSocket:
         nursery = self._nursery
         if nursery is None:
             return  # only inside `async with ws` is there a nursery to read from
-        self._reader_active = True
-        if self._reader_lot is None:
-            self._buffer = deque()
-            self._reader_lot = trio.lowlevel.ParkingLot()
-            self._handoff = trio.lowlevel.ParkingLot()
-            nursery.start_soon(self._read_in_background)
+        reader = self._reader
+        if reader is None:
+            self._reader = reader = _Reader()
+            nursery.start_soon(self._read_in_background, reader)
         else:
-            self._reader_lot.unpark()
+            reader.active = True
+            reader.lot.unpark()
 
-    async def _read_in_background(self) -> None:
-        buffer, lot, handoff = self._buffer, self._reader_lot, self._handoff
-        assert buffer is not None and lot is not None and handoff is not None
+    async def _read_in_background(self, reader: _Reader) -> None:
+        buffer, lot, handoff = reader.buffer, reader.lot, reader.handoff
         limit = self._config.max_buffered_messages
         while True:
-            if not self._reader_active:
+            if not reader.active:
                 await lot.park()  # until _watch() needs us again
                 continue
             if len(buffer) >= limit:
                 # Stop reading: the server's own queue fills and it stops reading the
                 # socket, so the client is slowed down and nothing is lost.
-                self._reader_paused = True
+                reader.paused = True
                 await lot.park()
                 continue
             try:
@@ -873,7 +871,7 @@ class WebSocket:
             except Exception as exc:
                 # Kept for the next receive() to raise: an exception escaping this task
                 # would arrive wrapped in a group, far from the code that can act on it.
-                self._reader_error = exc
+                reader.error = exc
                 handoff.unpark_all()
                 return
             kind = event["type"]
@@ -886,7 +884,7 @@ class WebSocket:
             if self._receiving:
                 # Someone is waiting in receive(): hand over and step back, so that
                 # from now on they read from the server directly.
-                self._reader_active = False
+                reader.active = False
                 handoff.unpark_all()
 
     # -- The connection's lifetime: async with ------------------------------------------
