@@ -285,8 +285,8 @@ class App:
     # -- ASGI ------------------------------------------------------------------------------
 
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "websocket":
+        # Few locals here: this frame lives as long as the connection.
+        if scope["type"] == "websocket":
             # The connection is served in this frame rather than in helper coroutines:
             # every frame on the stack while a view waits stays allocated for the
             # connection's life, and idle connections are what a server holds most of.
@@ -296,10 +296,7 @@ class App:
                 return
             self._connections += 1
             try:
-                hook = (
-                    self._authenticate if route.authenticate is APP_DEFAULT else route.authenticate
-                )
-                if hook is not None and not await self._authenticated(ws, hook, route):
+                if not await self._authenticated(ws, route):
                     return
                 try:
                     # `async with ws`, spelled out: no context manager object per connection,
@@ -317,9 +314,9 @@ class App:
                     self._report(exc, route)
             finally:
                 self._connections -= 1
-        elif kind == "http":
+        elif scope["type"] == "http":
             await self._http_app(scope, receive, send)
-        elif kind == "lifespan":
+        elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
     def _admit(
@@ -372,9 +369,14 @@ class App:
             return ws, None, (400, str(exc), None)
         return ws, route, arguments
 
-    @staticmethod
-    async def _authenticated(ws: WebSocket, hook: Authenticate, route: WebSocketRoute) -> bool:
-        """Run the hook; attach what it returns to ``ws``, or refuse the handshake."""
+    async def _authenticated(self, ws: WebSocket, route: WebSocketRoute) -> bool:
+        """Run the route's hook (or the app's); attach what it returns to ``ws``, or refuse
+        the handshake. True when the view may run."""
+        hook: Authenticate | None = (
+            self._authenticate if route.authenticate is APP_DEFAULT else route.authenticate
+        )
+        if hook is None:
+            return True
         try:
             result = hook(ws)
             if inspect.isawaitable(result):

@@ -141,6 +141,17 @@ class _Reader:
         self.handoff = trio.lowlevel.ParkingLot()  # where a receive() waits for the reader
 
 
+class _Request:
+    """What a WebSocket parsed from its scope, on first use."""
+
+    __slots__ = ("headers", "query_params", "url")
+
+    def __init__(self) -> None:
+        self.url: URL | None = None
+        self.headers: Headers | None = None
+        self.query_params: QueryParams | None = None
+
+
 class WebSocketState(enum.Enum):
     """Where a connection is in its life. Read it from :attr:`WebSocket.state`."""
 
@@ -215,14 +226,13 @@ class WebSocket:
         "_disconnect",
         "_encode",
         "_got_connect",
-        "_headers",
         "_nursery",
         "_nursery_manager",
-        "_query_params",
         "_reader",
         "_receive",
         "_received_at",
         "_receiving",
+        "_request",
         "_rooms",
         "_scope",
         "_send",
@@ -231,7 +241,6 @@ class WebSocket:
         "_streaming",
         "_subprotocol",
         "_unyielded_sends",
-        "_url",
         "_user",
     )
 
@@ -275,9 +284,9 @@ class WebSocket:
         self._subprotocol: str | None = None
         # The client's close code and reason, once it has gone.
         self._disconnect: tuple[int, str] | None = None
-        self._url: URL | None = None
-        self._headers: Headers | None = None
-        self._query_params: QueryParams | None = None
+        # url, headers and query_params, parsed from the scope on first use: one field
+        # for the three, since most connections never ask.
+        self._request: _Request | None = None
         # Set while a task is inside receive(), directly or waiting for the reader.
         self._receiving = False
         # When the current run of sends without a message received began, and whether it
@@ -325,24 +334,33 @@ class WebSocket:
     def url(self) -> URL:
         """The URL the client connected to, as a ``str`` with ``scheme``, ``hostname``,
         ``port``, ``path`` and ``query`` attributes."""
-        if self._url is None:
-            self._url = url_from_scope(self._scope)
-        return self._url
+        request = self._parsed()
+        if request.url is None:
+            request.url = url_from_scope(self._scope)
+        return request.url
 
     @property
     def headers(self) -> Headers:
         """The handshake's headers (read-only, case-insensitive, repeated names kept)."""
-        if self._headers is None:
-            self._headers = headers_from_scope(self._scope)
-        return self._headers
+        request = self._parsed()
+        if request.headers is None:
+            request.headers = headers_from_scope(self._scope)
+        return request.headers
 
     @property
     def query_params(self) -> QueryParams:
         """The query parameters (``params["k"]`` is the first value, ``params.getall("k")``
         every value)."""
-        if self._query_params is None:
-            self._query_params = query_params_from_scope(self._scope)
-        return self._query_params
+        request = self._parsed()
+        if request.query_params is None:
+            request.query_params = query_params_from_scope(self._scope)
+        return request.query_params
+
+    def _parsed(self) -> _Request:
+        request = self._request
+        if request is None:
+            self._request = request = _Request()
+        return request
 
     @property
     def subprotocols(self) -> tuple[str, ...]:
@@ -584,7 +602,7 @@ class WebSocket:
             if (
                 self._state is _CONNECTED
                 and not self._receiving
-                and ((reader := self._reader) is None or not (reader.active or reader.buffer))
+                and (self._reader is None or not (self._reader.active or self._reader.buffer))
             ):
                 self._receiving = True
                 try:
