@@ -6,6 +6,7 @@ import contextlib
 import enum
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from types import TracebackType
@@ -62,6 +63,8 @@ Send = Callable[[Any], Awaitable[None]]
 # handler answering each message with a burst of sends never hands messages between tasks
 # (every such hand-off costs a full scheduler round trip, as much as the whole message).
 _WATCH_AFTER: Final = 0.05
+# _sending_since after one send: the streak is timed from the second send on.
+_UNTIMED: Final = math.inf
 # While streaming, one send in this many is a full checkpoint: amortized, a fraction of a
 # microsecond per send.
 _YIELD_EVERY: Final = 8
@@ -725,14 +728,19 @@ class WebSocket:
             if self._unyielded_sends >= _YIELD_EVERY:
                 await self._yield_while_streaming()
         else:
-            now = trio.current_time()
             since = self._sending_since
             if since is None:
-                self._sending_since = now
-            elif now - since >= _WATCH_AFTER:
-                self._streaming = True
-                if not self._receiving:
-                    self._watch()
+                # The first send since a message came in. A handler that answers each
+                # message once never sends a second, so the clock is read from that on.
+                self._sending_since = _UNTIMED
+            else:
+                now = trio.current_time()
+                if since == _UNTIMED:
+                    self._sending_since = now
+                elif now - since >= _WATCH_AFTER:
+                    self._streaming = True
+                    if not self._receiving:
+                        self._watch()
         try:
             await self._send(message)
         except OSError as exc:
