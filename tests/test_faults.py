@@ -20,14 +20,10 @@ from trio_websocket import ConnectionClosed
 from trio_bocaws import App, ServerConfig, WebSocket, WebSocketDisconnect, serve
 from trio_bocaws.testing import TestClient
 
-from .conftest import Server, close_of, connect
+from .conftest import Server, close_of, connect, masked_frame, raw_connection
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 10
-HANDSHAKE = (
-    b"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 
 
 class Watched:
@@ -62,22 +58,6 @@ async def still_serving(url: str) -> None:
     async with connect(url + "/echo") as client:
         await client.send_message("still here?")
         assert await client.get_message() == "still here?"
-
-
-async def raw_connection(url: str, path: str = "/echo") -> trio.SocketStream:
-    stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
-    await stream.send_all(HANDSHAKE.replace(b"{path}", path.encode()))
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += await stream.receive_some()
-    assert response.startswith(b"HTTP/1.1 101")
-    return stream
-
-
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask; an all-zero mask keeps the payload readable)."""
-    assert len(payload) < 126
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
 # -- The client closes -----------------------------------------------------------------------

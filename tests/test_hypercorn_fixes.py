@@ -13,10 +13,27 @@ from trio_websocket import ConnectionClosed
 
 from trio_bocaws import WebSocket, WebSocketDisconnect, hypercorn_fixes
 
-from .conftest import Server, close_code, connect, websocket_app
+from .conftest import Server, close_code, connect, masked_frame, raw_connection, websocket_app
 from .subprocesses import server_process
 
 Serve = Callable[..., Awaitable[Server]]
+
+
+def _recording() -> tuple[list[int], trio.Event, Callable[[WebSocket], Awaitable[None]]]:
+    """A handler that accepts, waits for the client to go, and records the close code it
+    was told; and the list it records to, and an event set when it has."""
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    return seen, done, handler
 
 
 async def _close_code_seen_by_app(serve: Serve, code: int, reason: str) -> tuple[int, str]:
@@ -56,46 +73,18 @@ async def test_without_the_fixes_hypercorn_reports_1006(serve: Serve) -> None:
 
 
 async def test_a_close_frame_without_a_code_is_reported_as_1005(serve: Serve) -> None:
-    seen: list[int] = []
-    done = trio.Event()
-
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            await ws.receive_text()
-        except WebSocketDisconnect as exc:
-            seen.append(exc.code)
-        done.set()
-
+    seen, done, handler = _recording()
     server = await serve(websocket_app(handler))
     with trio.fail_after(5):
-        stream = await trio.open_tcp_stream("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        stream = await raw_connection(server.url, "/")
         async with stream:
-            await stream.send_all(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            response = b""
-            while b"\r\n\r\n" not in response:
-                response += await stream.receive_some()
-            assert response.startswith(b"HTTP/1.1 101")
-            await stream.send_all(b"\x88\x80\x00\x00\x00\x00")  # masked close, no payload
+            await stream.send_all(masked_frame(0x8, b""))  # a close frame without a code
             await done.wait()
     assert seen == [1005]
 
 
 async def test_an_oversized_message_is_reported_as_1009(serve: Serve) -> None:
-    seen: list[int] = []
-    done = trio.Event()
-
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            await ws.receive_text()
-        except WebSocketDisconnect as exc:
-            seen.append(exc.code)
-        done.set()
-
+    seen, done, handler = _recording()
     server = await serve(websocket_app(handler), websocket_max_message_size=1000)
     with trio.fail_after(5):
         async with connect(server.url) as client:
@@ -202,49 +191,19 @@ def test_a_deep_copy_of_the_scope_keeps_the_shutdown_signal() -> None:
     assert copy.copy(shutdown) is shutdown
 
 
-def _client_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame (an all-zero mask keeps the payload as it is)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes([0x80 | opcode, 0x80 | length])
-    elif length < 2**16:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
-    return header + b"\0\0\0\0" + payload
-
-
 async def test_an_oversized_message_followed_by_a_close_ends_the_connection(
     serve: Serve,
 ) -> None:
     """Found by Autobahn (case 9.1.4 against a 1 MiB limit): the close that arrives in the
     same read as the end of an oversized message was dropped, and nothing ended."""
-    seen: list[int] = []
-    done = trio.Event()
-
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            await ws.receive_text()
-        except WebSocketDisconnect as exc:
-            seen.append(exc.code)
-        done.set()
-
+    seen, done, handler = _recording()
     server = await serve(websocket_app(handler), websocket_max_message_size=2**20)
-    port = int(server.url.rsplit(":", 1)[1])
     with trio.fail_after(5):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await raw_connection(server.url, "/")
         async with stream:
-            await stream.send_all(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            response = b""
-            while b"\r\n\r\n" not in response:
-                response += await stream.receive_some()
             # A 4 MiB message, then a close, in one write.
-            close = _client_frame(0x8, (1000).to_bytes(2, "big"))
-            await stream.send_all(_client_frame(0x1, b"x" * 4 * 2**20) + close)
+            close = masked_frame(0x8, (1000).to_bytes(2, "big"))
+            await stream.send_all(masked_frame(0x1, b"x" * 4 * 2**20) + close)
             received = bytearray()
             while chunk := await stream.receive_some():
                 received += chunk  # until the server closes the TCP connection
