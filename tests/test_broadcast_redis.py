@@ -9,10 +9,11 @@ import logging
 import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio_websocket
@@ -100,13 +101,12 @@ async def test_unsubscribing_the_last_local_subscriber_unsubscribes_redis(
 
 # -- A frozen Redis (SIGSTOP: a hung host, or a network partition) --------------------------
 
-# Short, so that the tests do not wait long for what a frozen Redis never says.
-FROZEN = BroadcastConfig(
-    publish_timeout=0.5,
-    connect_timeout=0.5,
-    keepalive_interval=0.5,
-    reconnect_delay=0.1,
-    max_reconnect_delay=0.2,
+# Short, so that the tests do not wait long for what a frozen Redis never says. The
+# keepalive stays at its 15 s: the reader keeps its connection through these freezes.
+QUICK = BroadcastConfig(publish_timeout=0.5, connect_timeout=0.5)
+# And a reader that checks on Redis every 0.5 s, and reconnects quickly.
+WATCHFUL = attrs.evolve(
+    QUICK, keepalive_interval=0.5, reconnect_delay=0.1, max_reconnect_delay=0.2
 )
 
 
@@ -114,7 +114,7 @@ async def test_publish_to_a_frozen_redis_raises_and_resumes_when_it_answers(
     redis: RedisServer,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with Broadcast(redis.url, config=FROZEN) as hub, hub.subscribe("feed") as feed:
+        async with Broadcast(redis.url, config=QUICK) as hub, hub.subscribe("feed") as feed:
             await hub.wait_connected()
             await hub.publish("feed", "before")
             assert (await feed.receive()).data == "before"
@@ -141,7 +141,7 @@ async def test_the_reader_notices_a_frozen_redis_and_resubscribes_when_it_answer
     attempt to connect again gives up after connect_timeout, and waits before the next;
     when Redis answers, the subscription is back without the subscriber doing anything."""
     with trio.fail_after(TIMEOUT), _warnings() as warnings:
-        async with Broadcast(redis.url, config=FROZEN) as hub, hub.subscribe("feed") as feed:
+        async with Broadcast(redis.url, config=WATCHFUL) as hub, hub.subscribe("feed") as feed:
             await hub.wait_connected()
             with redis.frozen():
                 assert (await warnings.receive()).startswith(f"broadcast: lost {redis.url} (")
@@ -184,8 +184,27 @@ async def test_a_hub_cannot_start_on_a_frozen_redis(redis: RedisServer) -> None:
         redis.frozen(),
         pytest.raises(BroadcastError, match=r"did not answer within 0\.5 s \(connect_timeout\)"),
     ):
-        async with Broadcast(redis.url, config=FROZEN):
+        async with Broadcast(redis.url, config=QUICK):
             pass  # pragma: no cover
+
+
+async def test_a_subscription_made_while_redis_is_frozen_takes_effect_when_it_answers(
+    redis: RedisServer,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with Broadcast(redis.url, config=QUICK) as hub, AsyncExitStack() as stack:
+            await hub.wait_connected()
+            with redis.frozen():
+                # Returns (after publish_timeout, with a warning): the member is not refused.
+                late = await stack.enter_async_context(hub.subscribe("late"))
+            # Redis runs the SUBSCRIBE it was sent as it resumes, in no set order with
+            # others' commands: publish until it is in place.
+            received = None
+            while received is None:
+                await redis.publish("late", b"thello")
+                with trio.move_on_after(0.1):
+                    received = await late.receive()
+            assert received == Message("late", "hello")
 
 
 def _room_app(hub: Broadcast) -> App:
@@ -204,7 +223,7 @@ def _room_app(hub: Broadcast) -> App:
 async def test_a_view_whose_room_send_times_out_fails_alone(
     redis: RedisServer, serve: Callable[..., Awaitable[Server]]
 ) -> None:
-    hub = Broadcast(redis.url, config=FROZEN)
+    hub = Broadcast(redis.url, config=QUICK)
     server = await serve(_room_app(hub))
     with trio.fail_after(TIMEOUT):
         async with (

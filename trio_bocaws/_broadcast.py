@@ -252,7 +252,6 @@ class _RedisBackend:
             ) from None
         config = hub.config
         self._hub = hub
-        self._url = url
         self._name = _safe_url(url)
         self._client = coredis.Redis.from_url(
             url, stream_timeout=config.publish_timeout, connect_timeout=config.connect_timeout
