@@ -275,15 +275,23 @@ async def test_second_close_is_a_runtime_error_and_ensure_closed_is_quiet() -> N
             await method()
 
 
-async def test_ensure_closed_closes_an_open_socket_and_rejects_a_pending_one() -> None:
+async def test_ensure_closed_closes_an_open_socket_and_answers_a_pending_one() -> None:
     server = FakeServer()
     ws = server.websocket()
     await ws.accept()
     await ws.ensure_closed(4000, "done")
     assert server.close_sent == (4000, "done")
 
+    # With auto_accept, as Bocadillo (which accepted before the view ran): accept, close.
     pending = FakeServer()
     ws = pending.websocket()
+    await ws.ensure_closed(4001)
+    assert pending.types_sent == ["websocket.accept", "websocket.close"]
+    assert pending.close_sent == (4001, "")
+
+    # Without it, the handshake is refused.
+    pending = FakeServer()
+    ws = pending.websocket(auto_accept=False)
     await ws.ensure_closed()
     assert pending.sent[0]["status"] == 403
 
@@ -712,7 +720,7 @@ async def test_async_for_raises_on_an_uncaught_code() -> None:
 async def test_a_send_only_handler_learns_of_the_disconnect(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     sends = 0
     with pytest.raises(WebSocketDisconnect) as info:
         async with server.websocket(caught_close_codes=()) as ws:
@@ -729,7 +737,7 @@ async def test_a_send_only_handler_learns_of_the_disconnect(
 async def test_messages_arriving_while_the_handler_sends_are_kept_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     async with server.websocket() as ws:
         for index in range(5):
             server.client_sends(str(index))
@@ -747,7 +755,7 @@ async def test_messages_arriving_while_the_handler_sends_are_kept_in_order(
 async def test_the_buffer_is_bounded_and_keeps_backpressure(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     config = WebSocketConfig(max_buffered_messages=3)
     async with server.websocket(config=config) as ws:
         for index in range(10):
@@ -765,7 +773,7 @@ async def test_the_buffer_is_bounded_and_keeps_backpressure(
 async def test_disconnect_after_buffered_messages_is_raised_after_them(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     async with server.websocket() as ws:
         server.client_sends("last words")
         server.client_closes(1000)
@@ -781,7 +789,7 @@ async def test_disconnect_after_buffered_messages_is_raised_after_them(
 async def test_receive_waits_for_the_background_reader(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     async with server.websocket() as ws:
         for _ in range(10):
             await ws.send_text("busy")
@@ -804,7 +812,7 @@ async def test_receive_waits_for_the_background_reader(
 
 async def test_a_send_loop_that_never_sleeps_still_yields() -> None:
     """A server that drops sends without yielding must not freeze the event loop."""
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     dropped = 0
 
     async def send_without_checkpoint(message: dict[str, Any]) -> None:
@@ -831,7 +839,7 @@ async def test_a_send_loop_that_never_sleeps_still_yields() -> None:
 async def test_a_failing_server_receive_surfaces_at_the_next_receive(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
 
     async def broken_receive() -> dict[str, Any]:
         raise RuntimeError("server bug")
@@ -850,7 +858,7 @@ async def test_a_failing_server_receive_surfaces_at_the_next_receive(
 async def test_closing_while_another_task_waits_in_receive_does_not_hang(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     outcome: list[BaseException] = []
 
     async def waiter(ws: WebSocket) -> None:
@@ -873,7 +881,7 @@ async def test_closing_while_another_task_waits_in_receive_does_not_hang(
 
 
 async def test_accept_when_the_server_says_the_client_is_gone() -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     server.send_raises = ConnectionResetError()
     ws = server.websocket()
     with pytest.raises(WebSocketDisconnect) as info:
@@ -884,7 +892,7 @@ async def test_accept_when_the_server_says_the_client_is_gone() -> None:
 
 
 async def test_receive_json_refuses_nan_and_infinity() -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     ws = server.websocket()
     await ws.accept()
     for text in ("NaN", "[Infinity]", '{"x": -Infinity}'):
