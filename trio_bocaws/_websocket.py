@@ -446,8 +446,10 @@ class WebSocket:
         refuses the handshake instead, as :meth:`reject` does (403 for a code that is not
         an HTTP status).
 
-        The connection counts as closed once the close frame has gone out: a close
-        cancelled before that leaves it open, and the next close sends one.
+        A cancelled close still sends its frame (then raises :exc:`trio.Cancelled`). The
+        connection counts as closed once the frame has gone out: if it cannot within
+        ``close_timeout`` (a client that does not read), the connection stays open and the
+        next close (``ensure_closed``, the end of ``async with``) tries again.
 
         Raises:
             ValueError: ``code`` may not be sent by a server (1004-1006, 1015, 1016-2999, or
@@ -467,9 +469,16 @@ class WebSocket:
             await self._auto_accept(Transition.CLOSE)
         code = validate_close_code(code)
         self._check(Transition.CLOSE)
-        await self._send_or_lost({"type": "websocket.close", "code": code, "reason": reason})
-        if self._state is WebSocketState.CONNECTED:  # (the client may have left meanwhile)
-            self._state = next_state(self._state, Transition.CLOSE)
+        message = {"type": "websocket.close", "code": code, "reason": reason}
+        # Shielded, as trio's aclose(): a cancelled close still closes, or a server could
+        # lose the frame halfway (hypercorn marks the stream closed before writing it).
+        # Bounded, so that a client that does not read cannot hold it for ever: then the
+        # frame did not go out, the connection stays open, and the next close tries again.
+        with trio.move_on_after(self._config.close_timeout, shield=True):
+            await self._send_or_lost(message)
+            if self._state is WebSocketState.CONNECTED:  # (the client may have left meanwhile)
+                self._state = next_state(self._state, Transition.CLOSE)
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection unless it is already closed, rejected or disconnected.
