@@ -34,15 +34,7 @@ from ._codecs import (
     text_of,
 )
 from ._config import WebSocketConfig
-from ._datastructures import (
-    URL,
-    Address,
-    Headers,
-    QueryParams,
-    headers_from_scope,
-    query_params_from_scope,
-    url_from_scope,
-)
+from ._connection import Connection
 from ._errors import WebSocketDisconnect, WebSocketStateError
 from ._lifetime import Lifetime
 from ._reader import Reader
@@ -71,18 +63,7 @@ Send = Callable[[Any], Awaitable[None]]
 _DEFAULT_CONFIG: Final = WebSocketConfig()
 
 
-class _Request:
-    """What a WebSocket parsed from its scope, on first use."""
-
-    __slots__ = ("headers", "query_params", "url")
-
-    def __init__(self) -> None:
-        self.url: URL | None = None
-        self.headers: Headers | None = None
-        self.query_params: QueryParams | None = None
-
-
-class WebSocket:
+class WebSocket(Connection):
     """A WebSocket connection, as in Bocadillo, for Trio.
 
     Args:
@@ -115,7 +96,6 @@ class WebSocket:
 
     __slots__ = (
         "_answering",
-        "_config",
         "_decode",
         "_disconnect_read",
         "_encode",
@@ -125,8 +105,6 @@ class WebSocket:
         "_reader",
         "_receive",
         "_receiving",
-        "_request",
-        "_scope",
         "_send",
         "_sends_in_a_row",
         "_state",
@@ -163,10 +141,9 @@ class WebSocket:
             send_type=send_type,
             caught_close_codes=caught_close_codes,
         )
-        self._scope = scope
+        super().__init__(scope, config)
         self._receive = receive
         self._send = send
-        self._config = config
         self._decode = DECODERS[config.receive_type]
         self._encode = ENCODERS[config.send_type]
         self._state = WebSocketState.CONNECTING
@@ -178,7 +155,6 @@ class WebSocket:
         self._disconnect_read = False  # the "websocket.disconnect" event was taken
         self._answering: trio.Event | None = None  # set while a task answers the handshake
         self._subprotocol: str | None = None
-        self._request: _Request | None = None  # url, headers, query_params, on first use
         self._receiving = False  # a task is inside receive()
         self._sends_in_a_row = 0  # since the last message received (servers without status)
         self._lifetime: Lifetime | None = None  # inside `async with`
@@ -196,87 +172,10 @@ class WebSocket:
         """Create a WebSocket that uses ``config`` as it is (shared, not copied)."""
         return cls(scope, receive, send, config=config)
 
-    # -- What the client asked for ------------------------------------------------------
-
-    @property
-    def scope(self) -> Mapping[str, Any]:
-        """The ASGI scope of the connection."""
-        return self._scope
-
-    @property
-    def config(self) -> WebSocketConfig:
-        """The options this connection runs with."""
-        return self._config
-
-    @property
-    def url(self) -> URL:
-        """The URL the client connected to, as a ``str`` with ``scheme``, ``hostname``,
-        ``port``, ``path`` and ``query`` attributes."""
-        request = self._parsed()
-        if request.url is None:
-            request.url = url_from_scope(self._scope)
-        return request.url
-
-    @property
-    def headers(self) -> Headers:
-        """The handshake's headers (read-only, case-insensitive, repeated names kept)."""
-        request = self._parsed()
-        if request.headers is None:
-            request.headers = headers_from_scope(self._scope)
-        return request.headers
-
-    @property
-    def query_params(self) -> QueryParams:
-        """The query parameters (``params["k"]`` is the first value, ``params.getall("k")``
-        every value)."""
-        request = self._parsed()
-        if request.query_params is None:
-            request.query_params = query_params_from_scope(self._scope)
-        return request.query_params
-
-    def _parsed(self) -> _Request:
-        request = self._request
-        if request is None:
-            self._request = request = _Request()
-        return request
-
-    @property
-    def subprotocols(self) -> tuple[str, ...]:
-        """The subprotocols the client offered, in its order of preference."""
-        return tuple(self._scope.get("subprotocols") or ())
-
     @property
     def subprotocol(self) -> str | None:
         """The subprotocol accepted, if any."""
         return self._subprotocol
-
-    @property
-    def client(self) -> Address | None:
-        """The client's address, if the server knows it."""
-        client = self._scope.get("client")
-        return None if client is None else Address(client[0], client[1])
-
-    # -- Options (Bocadillo exposed these as attributes) -------------------------------
-
-    @property
-    def auto_accept(self) -> bool:
-        """Whether the handshake is accepted on first use."""
-        return self._config.auto_accept
-
-    @property
-    def receive_type(self) -> str:
-        """What :meth:`receive` returns."""
-        return self._config.receive_type
-
-    @property
-    def send_type(self) -> str:
-        """What :meth:`send` takes."""
-        return self._config.send_type
-
-    @property
-    def caught_close_codes(self) -> Any:
-        """Client close codes that end ``async with`` and ``async for`` quietly."""
-        return self._config.caught_close_codes
 
     @property
     def state(self) -> WebSocketState:
@@ -333,11 +232,14 @@ class WebSocket:
         try:
             await self._send(message)
         except OSError as exc:
-            # ASGI 2.4: a server raises OSError for a send on a connection that is gone.
-            # The stream status, if any, has the client's code; else the connection was lost.
-            status = self._status
-            close = status.close if status is not None else None
-            raise self._peer_closed(close or self._peer_close or (1006, "")) from exc
+            raise self._lost() from exc
+
+    def _lost(self) -> WebSocketDisconnect:
+        # ASGI 2.4: a server raises OSError for a send on a connection that is gone. The
+        # stream status, if any, has the client's code; else the connection was lost.
+        status = self._status
+        close = status.close if status is not None else None
+        return self._peer_closed(close or self._peer_close or (1006, ""))
 
     # -- The handshake -----------------------------------------------------------------
 
@@ -551,9 +453,11 @@ class WebSocket:
             raise
 
     async def _receive_message(self) -> Event:
-        state = self._sync()
-        if state is not WebSocketState.CONNECTED:
-            await self._before_receive(state)
+        status = self._status
+        if self._state is not WebSocketState.CONNECTED or (
+            status is not None and status.close is not None
+        ):
+            await self._before_receive()
         if self._receiving:
             raise trio.BusyResourceError(
                 "another task is already receiving on this WebSocket; "
@@ -576,7 +480,8 @@ class WebSocket:
             return event
         raise self._disconnect_event(event)
 
-    async def _before_receive(self, state: WebSocketState) -> None:
+    async def _before_receive(self) -> None:
+        state = self._sync()
         if state is WebSocketState.CONNECTING:
             await self._auto_accept(Transition.RECEIVE)
         elif state is not WebSocketState.DISCONNECTED or self._disconnect_read:
@@ -655,15 +560,22 @@ class WebSocket:
             await self._send_message(encode(message))
 
     async def _send_message(self, message: Event) -> None:
+        status = self._status
+        if self._state is not WebSocketState.CONNECTED or status is None or status.close:
+            await self._before_send()
+        try:
+            await self._send(message)
+        except OSError as exc:
+            raise self._lost() from exc
+
+    async def _before_send(self) -> None:
         state = self._sync()
-        if state is not WebSocketState.CONNECTED:
-            if state is WebSocketState.CONNECTING:
-                await self._auto_accept(Transition.SEND)
-            else:
-                self._check(Transition.SEND)  # raises
+        if state is WebSocketState.CONNECTING:
+            await self._auto_accept(Transition.SEND)
+        elif state is not WebSocketState.CONNECTED:
+            self._check(Transition.SEND)  # raises
         if self._status is None:
             await self._before_unreported_send()
-        await self._send_or_lost(message)
 
     async def _before_unreported_send(self) -> None:
         # The server does not report closes (see _reader.py). From the second send in a
