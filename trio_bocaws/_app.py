@@ -297,11 +297,10 @@ class App:
             # The connection is served in this frame rather than in helper coroutines:
             # every frame on the stack while a view waits stays allocated for the
             # connection's life, and idle connections are what a server holds most of.
-            admitted = self._admit(scope)
-            if isinstance(admitted, Refusal):
-                await send_refusal(scope, receive, send, admitted)
+            route, arguments = self._admit(scope)
+            if route is None:
+                await send_refusal(scope, receive, send, arguments)
                 return
-            route, arguments = admitted
             ws = WebSocket.from_config(scope, receive, send, route.config)
             self._connections += 1
             try:
@@ -328,14 +327,14 @@ class App:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    def _admit(self, scope: Mapping[str, Any]) -> tuple[WebSocketRoute, Any] | Refusal:
+    def _admit(self, scope: Mapping[str, Any]) -> tuple[WebSocketRoute | None, Any]:
         """Decide, from the scope alone, whether a handshake may reach a view: its route
-        and the view's arguments, or the refusal to send."""
+        and the view's arguments, or ``None`` and the :class:`Refusal` to send."""
         config = self._config
         cap = config.max_connections
         if cap is not None and self._connections >= cap:
             logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
-            return Refusal(503, "the server is at capacity; try again later", _RETRY)
+            return None, Refusal(503, "the server is at capacity; try again later", _RETRY)
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -348,7 +347,7 @@ class App:
                     "(allow_missing_origin=False)",
                     path,
                 )
-                return Refusal(
+                return None, Refusal(
                     403, "a handshake without an Origin header may not open this WebSocket"
                 )
             logger.warning(
@@ -357,16 +356,16 @@ class App:
                 path,
                 origin,
             )
-            return Refusal(403, f"origin {origin!r} may not open this WebSocket")
+            return None, Refusal(403, f"origin {origin!r} may not open this WebSocket")
         found = self._router.match(path)
         if found is None:
             # Bocadillo refused unknown paths with 403; the body says why.
-            return Refusal(403, f"no WebSocket route for {path}")
+            return None, Refusal(403, f"no WebSocket route for {path}")
         route, raw_params = found
         try:
             return route, route.arguments(scope, raw_params)
         except ParameterError as exc:
-            return Refusal(400, str(exc))
+            return None, Refusal(400, str(exc))
 
     async def _authenticated(self, ws: WebSocket, route: WebSocketRoute) -> bool:
         """Run the route's hook (or the app's); attach what it returns to ``ws``, or refuse
