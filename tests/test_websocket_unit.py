@@ -774,16 +774,18 @@ async def test_disconnect_after_buffered_messages_is_raised_after_them(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     server = FakeServer(reports_closes=False)
-    async with server.websocket() as ws:
+    async with server.websocket(caught_close_codes=()) as ws:  # nothing ends it quietly
         server.client_sends("last words")
         server.client_closes(1000)
         with pytest.raises(WebSocketDisconnect):
             for _ in range(10):
                 await ws.send_text("busy")
                 await trio.sleep(0.02)
+        assert ws.state is WebSocketState.DISCONNECTED
         assert await ws.receive_text() == "last words"
         with pytest.raises(WebSocketDisconnect):
             await ws.receive_text()
+        await ws.ensure_closed()
 
 
 async def test_receive_waits_for_the_background_reader(

@@ -250,7 +250,8 @@ async def _close_within_timeout(ws: Closable, decision: CloseDecision) -> None:
                 await ws.close(decision.code, decision.reason)
         except (WebSocketDisconnect, WebSocketStateError):
             pass  # the client left first, or the block closed it meanwhile
-    if scope.cancelled_caught:
+    if scope.cancelled_caught or ws.state is WebSocketState.CONNECTED:
+        # (close() gives up within its own close_timeout and leaves the state as it was.)
         logger.warning("closing %r took longer than close_timeout=%ss; gave up", ws, timeout)
 
 

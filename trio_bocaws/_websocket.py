@@ -222,9 +222,15 @@ class WebSocket(Connection):
         return WebSocketDisconnect(*close)
 
     def _disconnect_event(self, event: Event) -> WebSocketDisconnect:
+        """Take in the ``websocket.disconnect`` event that receive() got."""
         if event["type"] != "websocket.disconnect":
             raise WebSocketStateError(f"unexpected ASGI event {event['type']!r} from the server")
         self._disconnect_read = True
+        return self._disconnect_seen(event)
+
+    def _disconnect_seen(self, event: Event) -> WebSocketDisconnect:
+        """Take in the client's close from a disconnect event (the reader's, still to be
+        received after the messages before it, or receive()'s own)."""
         code = event.get("code")
         return self._peer_closed((1005 if code is None else int(code), event.get("reason") or ""))
 
@@ -590,7 +596,7 @@ class WebSocket(Connection):
             reader = self._reader
             if reader is None:
                 self._reader = reader = Reader(
-                    self._receive, self._config.max_buffered_messages, self._disconnect_event
+                    self._receive, self._config.max_buffered_messages, self._disconnect_seen
                 )
             reader.start(lifetime.nursery)
         await trio.lowlevel.checkpoint()
