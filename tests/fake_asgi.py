@@ -7,6 +7,7 @@ from typing import Any
 import trio
 
 from trio_bocaws import WebSocket
+from trio_bocaws._stream_status import EXTENSION, StreamClosedError, StreamStatus
 
 
 def make_scope(**overrides: Any) -> dict[str, Any]:
@@ -35,9 +36,21 @@ def make_scope(**overrides: Any) -> dict[str, Any]:
 
 
 class FakeServer:
-    """Feeds events to the app and records what it sends, like an ASGI server would."""
+    """Feeds events to the app and records what it sends, like an ASGI server would.
 
-    def __init__(self, buffer: int = 100, *, send_blocks_on: str | None = None) -> None:
+    By default it reports closes as trio_bocaws's hypercorn adapter does (the stream-status
+    extension, and sends on a closed stream raise); with ``reports_closes=False`` it is a
+    plain ASGI server that drops them.
+    """
+
+    def __init__(
+        self,
+        buffer: int = 100,
+        *,
+        send_blocks_on: str | None = None,
+        reports_closes: bool = True,
+    ) -> None:
+        self.status = StreamStatus() if reports_closes else None
         self._to_app, self._app_inbox = trio.open_memory_channel[dict[str, Any]](buffer)
         self.sent: list[dict[str, Any]] = []
         self.send_blocks_on = send_blocks_on
@@ -51,6 +64,8 @@ class FakeServer:
         await trio.lowlevel.checkpoint()
         if self.send_raises is not None:
             raise self.send_raises
+        if self.status is not None and self.status.close is not None:
+            raise StreamClosedError("the client has closed the stream")
         if message["type"] == self.send_blocks_on:
             await trio.sleep_forever()
         self.sent.append(message)
@@ -62,6 +77,8 @@ class FakeServer:
             self._to_app.send_nowait({"type": "websocket.receive", "bytes": data, "text": None})
 
     def client_closes(self, code: int = 1000, reason: str = "") -> None:
+        if self.status is not None:
+            self.status.close = (code, reason)
         self._to_app.send_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     @property
@@ -80,5 +97,12 @@ class FakeServer:
                 return message.get("code", 1000), message.get("reason", "")
         return None
 
+    def scope(self, **overrides: Any) -> dict[str, Any]:
+        """A scope that carries this server's extensions."""
+        scope = make_scope(**overrides)
+        if self.status is not None:
+            scope["extensions"] = {**scope["extensions"], EXTENSION: self.status}
+        return scope
+
     def websocket(self, scope: dict[str, Any] | None = None, **options: Any) -> WebSocket:
-        return WebSocket(scope or make_scope(), self.receive, self.send, **options)
+        return WebSocket(scope or self.scope(), self.receive, self.send, **options)

@@ -409,16 +409,16 @@ async def test_receiving_and_sending_each_value_type() -> None:
         assert await ws.receive_text() == "You said: hi"
 
 
-async def test_a_frame_of_the_wrong_type_closes_1011(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_frame_of_the_wrong_type_closes_1003(caplog: pytest.LogCaptureFixture) -> None:
     client = TestClient(snippet("guide_messages").app)
-    with caplog.at_level(logging.ERROR, logger="trio_bocaws"):
+    with caplog.at_level(logging.INFO, logger="trio_bocaws"):
         async with client.websocket_connect("/shout") as ws:
             await ws.send_bytes(b"not text")
-            assert await closed_with(ws) == (1011, "")
+            assert await closed_with(ws) == (1003, "expected a text message")
     [record] = caplog.records
-    assert record.exc_info is not None
-    assert isinstance(record.exc_info[1], trio_bocaws.UnexpectedMessageType)
-    assert isinstance(record.exc_info[1], TypeError)
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    assert "expected a text message but the client sent a bytes message" in record.getMessage()
 
 
 # -- Guide: errors and closing -------------------------------------------------------------
@@ -470,16 +470,20 @@ async def test_errors_close_codes_and_clients_that_leave(caplog: pytest.LogCaptu
     )
 
 
-async def test_close_before_accept_refuses_the_handshake() -> None:
+async def test_close_before_accept_accepts_first_or_refuses_with_a_status() -> None:
     from trio_bocaws import WebSocket
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        ws = WebSocket(scope, receive, send)
-        code = int(scope["query_string"].decode().partition("=")[2])
-        await ws.close(code)
+        query = dict(pair.split("=") for pair in scope["query_string"].decode().split("&"))
+        ws = WebSocket(scope, receive, send, auto_accept=query.get("auto") != "no")
+        await ws.close(int(query["code"]), "bye")
 
-    for code, status in [(404, 404), (4000, 403), (1000, 403)]:
-        assert (await refused(TestClient(app), f"/?code={code}")).status == status
+    client = TestClient(app)
+    for code in (4000, 1000):  # accepted first, as Bocadillo did: the client sees the code
+        async with client.websocket_connect(f"/?code={code}") as ws:
+            assert await closed_with(ws) == (code, "bye")
+    assert (await refused(client, "/?code=404")).status == 404  # an HTTP status: refused
+    assert (await refused(client, "/?code=4000&auto=no")).status == 403
 
 
 # -- Guide: rooms and scaling out ----------------------------------------------------------

@@ -210,3 +210,123 @@ async def test_an_oversized_message_followed_by_a_close_ends_the_connection(
             await done.wait()
     assert received.startswith(b"\x88\x02\x03\xf1")  # the server's close frame: 1009
     assert seen == [1009]
+
+
+# -- The contract with the WebSocket core (trio_bocaws._stream_status) -------------------
+
+
+def _bare_app(
+    view: Callable[[dict[str, Any], Any, Any], Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """A bare ASGI app (no trio_bocaws WebSocket) running ``view`` for each WebSocket."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await view(scope, receive, send)
+
+    return app
+
+
+async def test_the_stream_status_has_the_clients_close_before_the_app_reads_it(
+    serve: Serve,
+) -> None:
+    from trio_bocaws._stream_status import StreamClosedError, stream_status_of
+
+    client_closed, done = trio.Event(), trio.Event()
+    seen: dict[str, Any] = {}
+
+    async def view(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        status = stream_status_of(scope)
+        seen["at start"] = None if status is None else status.close
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await client_closed.wait()
+        assert status is not None
+        seen["status"] = status.close  # before any receive() of the disconnect
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except OSError as exc:
+            seen["send"] = exc
+        seen["disconnect"] = await receive()
+        done.set()
+
+    server = await serve(_bare_app(view))
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            # trio-websocket's aclose returns once the server has echoed the close.
+            await client.aclose(4001, "bye now")
+        client_closed.set()
+        await done.wait()
+    assert seen["at start"] is None
+    assert seen["status"] == (4001, "bye now")
+    assert isinstance(seen["send"], StreamClosedError)
+    assert seen["disconnect"] == {
+        "type": "websocket.disconnect",
+        "code": 4001,
+        "reason": "bye now",
+    }
+
+
+async def test_a_send_only_loop_raises_once_the_client_drops(serve: Serve) -> None:
+    """hypercorn drops sends to a dropped client; the loop never learns, and spins."""
+    from trio_bocaws._stream_status import stream_status_of
+
+    outcome: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def view(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        sends = 0
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"tick"})
+                sends += 1
+        except OSError as exc:
+            outcome["error"] = exc
+            status = stream_status_of(scope)
+            outcome["status"] = None if status is None else status.close
+        finally:
+            done.set()
+
+    server = await serve(_bare_app(view))
+    with trio.fail_after(5):
+        stream = await raw_connection(server.url, "/")
+        await stream.receive_some()  # at least one tick
+        await stream.aclose()  # no close frame: the TCP connection just goes
+        await done.wait()
+    assert isinstance(outcome.get("error"), OSError)
+    assert outcome["status"] == (1006, "")
+
+
+async def test_a_send_after_the_apps_own_close_raises(serve: Serve) -> None:
+    from trio_bocaws._stream_status import stream_status_of
+
+    outcome: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def view(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4000})
+        assert (await receive())["code"] == 1000  # the client's answer
+        try:
+            await send({"type": "websocket.send", "text": "after"})
+        except OSError as exc:
+            outcome["error"] = exc
+        status = stream_status_of(scope)
+        outcome["status"] = None if status is None else status.close
+        done.set()
+
+    server = await serve(_bare_app(view))
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            with pytest.raises(ConnectionClosed):
+                await client.get_message()
+        await done.wait()
+    assert isinstance(outcome.get("error"), OSError)
+    assert outcome["status"] is None  # the app closed first

@@ -93,7 +93,7 @@ async def test_receive_and_send_types_differ(serve: Serve) -> None:
             assert await client.get_message() == "quoted"
 
 
-async def test_wrong_frame_type_is_a_clear_error_and_closes_1011(serve: Serve) -> None:
+async def test_wrong_frame_type_is_a_clear_error_and_closes_1003(serve: Serve) -> None:
     errors: list[BaseException] = []
 
     async def handler(ws: WebSocket) -> None:
@@ -109,7 +109,8 @@ async def test_wrong_frame_type_is_a_clear_error_and_closes_1011(serve: Serve) -
             await client.send_message(b"binary")
             with pytest.raises(ConnectionClosed) as closed:
                 await client.get_message()
-    assert close_code(closed) == 1011
+    # The client's fault: 1003 (unsupported data), not 1011 (a server error).
+    assert close_of(closed) == (1003, "expected a text message")
     assert "expected a text message but the client sent a bytes message" in str(errors[0])
 
 

@@ -275,15 +275,23 @@ async def test_second_close_is_a_runtime_error_and_ensure_closed_is_quiet() -> N
             await method()
 
 
-async def test_ensure_closed_closes_an_open_socket_and_rejects_a_pending_one() -> None:
+async def test_ensure_closed_closes_an_open_socket_and_answers_a_pending_one() -> None:
     server = FakeServer()
     ws = server.websocket()
     await ws.accept()
     await ws.ensure_closed(4000, "done")
     assert server.close_sent == (4000, "done")
 
+    # With auto_accept, as Bocadillo (which accepted before the view ran): accept, close.
     pending = FakeServer()
     ws = pending.websocket()
+    await ws.ensure_closed(4001)
+    assert pending.types_sent == ["websocket.accept", "websocket.close"]
+    assert pending.close_sent == (4001, "")
+
+    # Without it, the handshake is refused.
+    pending = FakeServer()
+    ws = pending.websocket(auto_accept=False)
     await ws.ensure_closed()
     assert pending.sent[0]["status"] == 403
 
@@ -712,7 +720,7 @@ async def test_async_for_raises_on_an_uncaught_code() -> None:
 async def test_a_send_only_handler_learns_of_the_disconnect(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     sends = 0
     with pytest.raises(WebSocketDisconnect) as info:
         async with server.websocket(caught_close_codes=()) as ws:
@@ -729,7 +737,7 @@ async def test_a_send_only_handler_learns_of_the_disconnect(
 async def test_messages_arriving_while_the_handler_sends_are_kept_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     async with server.websocket() as ws:
         for index in range(5):
             server.client_sends(str(index))
@@ -747,7 +755,7 @@ async def test_messages_arriving_while_the_handler_sends_are_kept_in_order(
 async def test_the_buffer_is_bounded_and_keeps_backpressure(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     config = WebSocketConfig(max_buffered_messages=3)
     async with server.websocket(config=config) as ws:
         for index in range(10):
@@ -765,23 +773,25 @@ async def test_the_buffer_is_bounded_and_keeps_backpressure(
 async def test_disconnect_after_buffered_messages_is_raised_after_them(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
-    async with server.websocket() as ws:
+    server = FakeServer(reports_closes=False)
+    async with server.websocket(caught_close_codes=()) as ws:  # nothing ends it quietly
         server.client_sends("last words")
         server.client_closes(1000)
         with pytest.raises(WebSocketDisconnect):
             for _ in range(10):
                 await ws.send_text("busy")
                 await trio.sleep(0.02)
+        assert ws.state is WebSocketState.DISCONNECTED
         assert await ws.receive_text() == "last words"
         with pytest.raises(WebSocketDisconnect):
             await ws.receive_text()
+        await ws.ensure_closed()
 
 
 async def test_receive_waits_for_the_background_reader(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     async with server.websocket() as ws:
         for _ in range(10):
             await ws.send_text("busy")
@@ -803,44 +813,52 @@ async def test_receive_waits_for_the_background_reader(
 
 
 async def test_a_send_loop_that_never_sleeps_still_yields() -> None:
-    """A server that drops sends without yielding must not freeze the event loop."""
-    server = FakeServer()
+    """A server that drops sends without yielding must not freeze the event loop: every
+    send from the second in a row is a checkpoint, and inside `async with` a reader
+    notices the disconnect (no clock involved)."""
+    server = FakeServer(reports_closes=False)
     dropped = 0
 
     async def send_without_checkpoint(message: dict[str, Any]) -> None:
         nonlocal dropped
-        dropped += 1  # like hypercorn after the client left: no checkpoint
+        if server.pending == 0 and message["type"] == "websocket.send":
+            dropped += 1  # like hypercorn after the client left: no checkpoint
+            return
+        await server.send(message)
 
-    async def close_soon() -> None:
-        await trio.sleep(0.1)
+    async def close_when_scheduled() -> None:
+        await trio.lowlevel.checkpoint()
         server.client_closes(4011)
 
     server.client_sends("before")
-    ws = WebSocket(make_scope(), server.receive, server.send)
+    ws = WebSocket(server.scope(), server.receive, send_without_checkpoint)
+    sends = 0
     async with trio.open_nursery() as nursery:
-        with pytest.raises(WebSocketDisconnect):
+        with pytest.raises(WebSocketDisconnect) as gone:
             async with ws:
                 assert await ws.receive_text() == "before"
-                ws._send = send_without_checkpoint
-                nursery.start_soon(close_soon)
-                for _ in range(200_000):  # bounded, so that a regression fails, not hangs
+                nursery.start_soon(close_when_scheduled)
+                for _ in range(1000):  # bounded, so that a regression fails, not hangs
                     await ws.send_text("flood")
-    assert dropped > 0
+                    sends += 1
+    assert gone.value.code == 4011
+    assert sends < 10
 
 
 async def test_a_failing_server_receive_surfaces_at_the_next_receive(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
 
     async def broken_receive() -> dict[str, Any]:
+        if server.pending:
+            return await server.receive()  # the connect event
         raise RuntimeError("server bug")
 
-    async with server.websocket() as ws:
-        ws._receive = broken_receive
-        for _ in range(10):  # streaming: the background reader calls the broken receive
+    async with WebSocket(server.scope(), broken_receive, server.send) as ws:
+        for _ in range(3):  # a run of sends: the background reader calls the broken receive
             await ws.send_text("busy")
-            await trio.sleep(0.02)
+        await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(WebSocketStateError, match="server's receive\\(\\) failed") as info:
             await ws.receive_text()
         assert isinstance(info.value.__cause__, RuntimeError)
@@ -850,7 +868,7 @@ async def test_a_failing_server_receive_surfaces_at_the_next_receive(
 async def test_closing_while_another_task_waits_in_receive_does_not_hang(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     outcome: list[BaseException] = []
 
     async def waiter(ws: WebSocket) -> None:
@@ -873,7 +891,7 @@ async def test_closing_while_another_task_waits_in_receive_does_not_hang(
 
 
 async def test_accept_when_the_server_says_the_client_is_gone() -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     server.send_raises = ConnectionResetError()
     ws = server.websocket()
     with pytest.raises(WebSocketDisconnect) as info:
@@ -884,10 +902,174 @@ async def test_accept_when_the_server_says_the_client_is_gone() -> None:
 
 
 async def test_receive_json_refuses_nan_and_infinity() -> None:
-    server = FakeServer()
+    server = FakeServer(reports_closes=False)
     ws = server.websocket()
     await ws.accept()
     for text in ("NaN", "[Infinity]", '{"x": -Infinity}'):
         server.client_sends(text)
         with pytest.raises(json.JSONDecodeError, match="is not valid JSON"):
             await ws.receive_json()
+
+
+# -- Honest at every call (a server that reports closes: the adapter's stream status) -----
+
+
+async def test_state_reads_disconnected_as_soon_as_the_server_processed_the_close() -> None:
+    server = FakeServer()
+    ws = server.websocket()
+    await ws.accept()
+    server.client_closes(4001, "bye")
+    assert ws.state is WebSocketState.DISCONNECTED  # nothing received yet
+    assert ws.close_code == 4001
+
+
+@pytest.mark.parametrize("inside_async_with", [False, True])
+async def test_the_first_send_after_the_clients_close_raises_with_its_code(
+    inside_async_with: bool,
+) -> None:
+    server = FakeServer()
+    ws = server.websocket(caught_close_codes=())
+    with pytest.raises(WebSocketDisconnect) as gone:
+        if inside_async_with:
+            async with ws:
+                server.client_closes(4001, "bye")
+                await ws.send_text("lost?")
+        else:
+            await ws.accept()
+            server.client_closes(4001, "bye")
+            await ws.send_text("lost?")
+    assert (gone.value.code, gone.value.reason) == (4001, "bye")
+    assert "websocket.send" not in server.types_sent
+
+
+async def test_a_send_the_server_refuses_raises_with_the_clients_code() -> None:
+    server = FakeServer()
+    status = server.status
+    assert status is not None
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            # The client's close lands while the send is in the server's hands.
+            status.close = (4002, "mid-send")
+            raise ConnectionResetError
+        await server.send(message)
+
+    ws = WebSocket(server.scope(), server.receive, send)
+    await ws.accept()
+    with pytest.raises(WebSocketDisconnect) as gone:
+        await ws.send_text("x")
+    assert (gone.value.code, gone.value.reason) == (4002, "mid-send")
+    assert ws.state is WebSocketState.DISCONNECTED
+
+
+async def test_messages_before_the_close_are_received_before_the_disconnect() -> None:
+    server = FakeServer()
+    ws = server.websocket()
+    await ws.accept()
+    server.client_sends("one")
+    server.client_sends(b"two")
+    server.client_closes(4003)
+    assert ws.state is WebSocketState.DISCONNECTED
+    assert await ws.receive_text() == "one"
+    assert await ws.receive_bytes() == b"two"
+    with pytest.raises(WebSocketDisconnect) as gone:
+        await ws.receive_text()
+    assert gone.value.code == 4003
+    with pytest.raises(WebSocketDisconnect):  # and again, without waiting on the server
+        await ws.receive_text()
+
+
+# -- Closing under cancellation ------------------------------------------------------------
+
+
+async def test_a_close_whose_frame_did_not_go_out_is_not_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer()
+    stuck = True
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.close" and stuck:
+            await trio.sleep_forever()  # a client that does not read
+        await server.send(message)
+
+    ws = WebSocket(server.scope(), server.receive, send, config=WebSocketConfig(close_timeout=1))
+    await ws.accept()
+    with trio.fail_after(10):  # (virtual seconds)
+        await ws.close(4000)
+    assert ws.state is WebSocketState.CONNECTED  # the frame never went out
+    stuck = False
+    await ws.ensure_closed(4001)
+    assert server.close_sent == (4001, "")
+    assert ws.state is WebSocketState.CLOSED
+
+
+async def test_a_cancelled_close_still_sends_its_frame_then_raises_cancelled() -> None:
+    server = FakeServer()
+    ws = server.websocket()
+    await ws.accept()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await ws.close(4000)
+    assert scope.cancelled_caught
+    assert server.close_sent == (4000, "")
+    assert ws.state is WebSocketState.CLOSED
+
+
+async def test_cancelling_the_connections_nursery_closes_1001() -> None:
+    server = FakeServer()
+    async with server.websocket() as ws:
+        ws.nursery.cancel_scope.cancel()
+        await trio.sleep_forever()
+    assert server.close_sent == (1001, "")
+
+
+# -- Bad data from the client ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("receive_type", "data", "error", "close"),
+    [
+        ("text", b"bin", UnexpectedMessageType, (1003, "expected a text message")),
+        ("bytes", "txt", UnexpectedMessageType, (1003, "expected a bytes message")),
+        ("json", "{nope", json.JSONDecodeError, (1007, "invalid JSON")),
+        ("json", b"\xff", json.JSONDecodeError, (1007, "invalid JSON")),
+    ],
+)
+async def test_bad_data_closes_1003_or_1007_and_still_raises(
+    receive_type: str, data: str | bytes, error: type[Exception], close: tuple[int, str]
+) -> None:
+    server = FakeServer()
+    server.client_sends(data)
+    with pytest.raises(error):
+        async with server.websocket(receive_type=receive_type) as ws:
+            await ws.receive()
+    assert server.close_sent == close
+
+
+async def test_the_views_own_json_error_is_still_1011() -> None:
+    server = FakeServer()
+    with pytest.raises(json.JSONDecodeError):
+        async with server.websocket():
+            json.loads("{the view's own bug")
+    assert server.close_sent == (1011, "")
+
+
+# -- Bocadillo's accept-first -----------------------------------------------------------------
+
+
+async def test_close_first_with_auto_accept_accepts_then_closes_with_the_code() -> None:
+    server = FakeServer()
+    ws = server.websocket()
+    await ws.close(4001, "bad token")
+    assert server.types_sent == ["websocket.accept", "websocket.close"]
+    assert server.close_sent == (4001, "bad token")
+    assert ws.state is WebSocketState.CLOSED
+
+
+async def test_close_first_without_auto_accept_refuses_the_handshake() -> None:
+    server = FakeServer()
+    ws = server.websocket(auto_accept=False)
+    await ws.close(4001)
+    assert server.sent[0]["status"] == 403
+    assert ws.state is WebSocketState.REJECTED

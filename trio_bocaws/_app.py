@@ -13,12 +13,19 @@ import attrs
 import trio
 
 from ._broadcast import Broadcast, BroadcastError
+from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
-from ._errors import RejectConnection, WebSocketDisconnect, WebSocketStateError, leaves
+from ._errors import (
+    RejectConnection,
+    UnexpectedMessageType,
+    WebSocketDisconnect,
+    WebSocketStateError,
+    leaves,
+)
 from ._origins import OriginPattern, origin_allowed, parse_origins
+from ._refusal import Refusal, send_refusal
 from ._routing import APP_DEFAULT, Authenticate, ParameterError, Router, View, WebSocketRoute
-from ._validation import HeadersLike
-from ._websocket import Receive, Send, WebSocket
+from ._websocket import Receive, Send, WebSocket, enter_block
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -290,21 +297,22 @@ class App:
             # The connection is served in this frame rather than in helper coroutines:
             # every frame on the stack while a view waits stays allocated for the
             # connection's life, and idle connections are what a server holds most of.
-            ws, route, admitted = self._admit(scope, receive, send)
+            route, arguments = self._admit(scope)
             if route is None:
-                await _refuse(ws, *admitted)
+                await send_refusal(scope, receive, send, arguments)
                 return
+            ws = WebSocket.from_config(scope, receive, send, route.config)
             self._connections += 1
             try:
                 if not await self._authenticated(ws, route):
                     return
                 try:
-                    # `async with ws`, spelled out: no context manager object per connection,
-                    # and no accept on entry (with auto_accept the handshake is answered on
-                    # first use, so the view can still reject() before it sends or receives).
-                    await ws._open(accept=False)
+                    # `async with ws`, spelled out, without the accept on entry: with
+                    # auto_accept the handshake is answered on first use, so the view can
+                    # still reject() before it sends or receives.
+                    await enter_block(ws)
                     try:
-                        await route.view(ws, **admitted)
+                        await route.view(ws, **arguments)
                     except BaseException as exc:
                         if not await ws.__aexit__(type(exc), exc, exc.__traceback__):  # noqa: ASYNC102
                             raise
@@ -319,55 +327,45 @@ class App:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    def _admit(
-        self, scope: Mapping[str, Any], receive: Receive, send: Send
-    ) -> tuple[WebSocket, WebSocketRoute | None, Any]:
-        """Decide, without waiting, whether a handshake may reach a view.
-
-        Returns the WebSocket with its route and the view's arguments, or with ``None``
-        and the refusal (status, body, headers).
-        """
+    def _admit(self, scope: Mapping[str, Any]) -> tuple[WebSocketRoute | None, Any]:
+        """Decide, from the scope alone, whether a handshake may reach a view: its route
+        and the view's arguments, or ``None`` and the :class:`Refusal` to send."""
         config = self._config
         cap = config.max_connections
         if cap is not None and self._connections >= cap:
             logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
-            ws = WebSocket.from_config(scope, receive, send, config.websocket)
-            return ws, None, (503, "the server is at capacity; try again later", _RETRY)
+            return None, Refusal(503, "the server is at capacity; try again later", _RETRY)
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         origin = _origin_of(scope)
         if not origin_allowed(origin, scope, config.allowed_origins, config.allow_missing_origin):
-            ws = WebSocket.from_config(scope, receive, send, config.websocket)
             if origin is None:
                 logger.warning(
                     "refused a WebSocket handshake to %s without an Origin header "
                     "(allow_missing_origin=False)",
                     path,
                 )
-                body = "a handshake without an Origin header may not open this WebSocket"
-            else:
-                logger.warning(
-                    "refused a WebSocket handshake to %s from origin %r: not the server's "
-                    "own, nor in allowed_origins",
-                    path,
-                    origin,
+                return None, Refusal(
+                    403, "a handshake without an Origin header may not open this WebSocket"
                 )
-                body = f"origin {origin!r} may not open this WebSocket"
-            return ws, None, (403, body, None)
+            logger.warning(
+                "refused a WebSocket handshake to %s from origin %r: not the server's "
+                "own, nor in allowed_origins",
+                path,
+                origin,
+            )
+            return None, Refusal(403, f"origin {origin!r} may not open this WebSocket")
         found = self._router.match(path)
         if found is None:
-            ws = WebSocket.from_config(scope, receive, send, config.websocket)
             # Bocadillo refused unknown paths with 403; the body says why.
-            return ws, None, (403, f"no WebSocket route for {path}", None)
+            return None, Refusal(403, f"no WebSocket route for {path}")
         route, raw_params = found
-        ws = WebSocket.from_config(scope, receive, send, route.config)
         try:
-            arguments = route.arguments(ws, raw_params)
+            return route, route.arguments(scope, raw_params)
         except ParameterError as exc:
-            return ws, None, (400, str(exc), None)
-        return ws, route, arguments
+            return None, Refusal(400, str(exc))
 
     async def _authenticated(self, ws: WebSocket, route: WebSocketRoute) -> bool:
         """Run the route's hook (or the app's); attach what it returns to ``ws``, or refuse
@@ -388,7 +386,7 @@ class App:
             logger.exception("authenticate hook %s failed for %r", _describe(hook), route.pattern)
             await _refuse(ws, 500, "")
             return False
-        ws._user = result
+        ws.user = result
         return True
 
     @staticmethod
@@ -403,7 +401,13 @@ class App:
             cancelled, errors = None, [exc]
         name = getattr(route.view, "__qualname__", route.view)
         for error in errors:
-            if isinstance(error, WebSocketDisconnect):
+            if isinstance(error, (UnexpectedMessageType, ClientJSONError)) and len(errors) == 1:
+                # The client's fault (closed 1003/1007): one line, no traceback, so that a
+                # client cannot fill the log with them.
+                logger.warning(
+                    "WebSocket view %s for %r: client sent %s", name, route.pattern, error
+                )
+            elif isinstance(error, WebSocketDisconnect):
                 logger.info(
                     "client of %s left with close code %s (not in caught_close_codes)%s",
                     name,
@@ -490,9 +494,7 @@ class App:
                 logger.exception("shutdown callback %s failed", _describe(callback))
 
 
-async def _refuse(
-    ws: WebSocket, status: int, body: str | bytes, headers: HeadersLike | None = None
-) -> None:
+async def _refuse(ws: WebSocket, status: int, body: str | bytes, headers: Any = None) -> None:
     with contextlib.suppress(WebSocketDisconnect):  # the client gave up first
         await ws.reject(status, body=body, headers=headers)
 

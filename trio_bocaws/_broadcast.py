@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from ._errors import TrioBocawsError, WebSocketDisconnect, WebSocketStateError, leaves
+from ._websocket import lifetime_of
 
 if TYPE_CHECKING:
     from ._websocket import WebSocket
@@ -719,12 +720,16 @@ def _dumps(data: Any) -> str:
 
 def _members_of(ws: WebSocket) -> dict[str, _Receiver]:
     """The rooms a WebSocket is in (created on first use: most connections join none)."""
-    rooms: dict[str, _Receiver] | None = ws._rooms
-    if rooms is None:
-        rooms = ws._rooms = {}
-    return rooms
+    lifetime = lifetime_of(ws)
+    if lifetime is None:
+        return {}  # its block is over: it has left every room
+    if lifetime.rooms is None:
+        lifetime.rooms = {}
+    return lifetime.rooms
 
 
 def _close_slow_member(ws: WebSocket, receiver: _Receiver) -> None:
     logger.info("broadcast: closing %r, %d room messages behind", ws, receiver.limit)
-    ws._cancel_with(1013, "too slow: room messages piled up")
+    lifetime = lifetime_of(ws)
+    if lifetime is not None:
+        lifetime.cancel_with(1013, "too slow: room messages piled up")

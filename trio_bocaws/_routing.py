@@ -13,6 +13,7 @@ from typing import Any, Final, Union
 import attrs
 
 from ._config import WebSocketConfig
+from ._datastructures import query_params_from_scope
 from ._websocket import WebSocket
 
 _NO_ARGUMENTS: Final[Mapping[str, Any]] = types.MappingProxyType({})
@@ -229,8 +230,11 @@ class WebSocketRoute:
         found = self._regex.fullmatch(path)
         return None if found is None else found.groupdict()
 
-    def arguments(self, ws: WebSocket, raw_path_params: Mapping[str, str]) -> Mapping[str, Any]:
-        """The keyword arguments for the view (read-only).
+    def arguments(
+        self, request: WebSocket | Mapping[str, Any], raw_path_params: Mapping[str, str]
+    ) -> Mapping[str, Any]:
+        """The keyword arguments for the view (read-only), from the path parameters and the
+        query string of ``request`` (a WebSocket, or its ASGI scope).
 
         Raises:
             ParameterError: A path or query value is missing or does not convert; the message
@@ -245,7 +249,11 @@ class WebSocketRoute:
             except ValueError:
                 raise ParameterError(f"path parameter {name!r} is invalid: {value!r}") from None
         if self._query:
-            params = ws.query_params
+            params = (
+                request.query_params
+                if isinstance(request, WebSocket)
+                else query_params_from_scope(request)
+            )
             for parameter in self._query:
                 raw: str | None = params.get(parameter.name)
                 if raw is None:

@@ -18,12 +18,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
-if TYPE_CHECKING:
-    from ._websocket import WebSocket
-
-__all__ = ["STATE_KEY", "ServerShutdown", "announce_shutdown", "server_shutdown_of"]
+__all__ = ["STATE_KEY", "Listener", "ServerShutdown", "announce_shutdown", "server_shutdown_of"]
 
 STATE_KEY: Final = "trio_bocaws.shutdown"
 """The key of a :class:`ServerShutdown` in a connection's ASGI state (the test client's)."""
@@ -31,6 +28,13 @@ STATE_KEY: Final = "trio_bocaws.shutdown"
 _CURRENT: Final[ContextVar[ServerShutdown | None]] = ContextVar(
     "trio_bocaws.server_shutdown", default=None
 )
+
+
+class Listener(Protocol):
+    """What listens for the shutdown: a connection's block (``_lifetime.Lifetime``)."""
+
+    def shut_down(self) -> None:
+        """Cancel, and close with the connection's shutdown code."""
 
 
 class ServerShutdown:
@@ -41,24 +45,24 @@ class ServerShutdown:
     def __init__(self) -> None:
         # A dict used as an ordered set: with thousands of entries a set's table takes up
         # to 105 bytes per entry (5,000 connections), a dict's 30.
-        self._connections: dict[WebSocket, None] = {}
+        self._connections: dict[Listener, None] = {}
         self.started = False
 
     def begin(self) -> None:
         """Cancel every watched connection; each closes with its shutdown code."""
         self.started = True
-        for websocket in list(self._connections):
-            websocket._shut_down()
+        for listener in list(self._connections):
+            listener.shut_down()
         self._connections.clear()
 
-    def watch(self, websocket: WebSocket) -> None:
+    def watch(self, listener: Listener) -> None:
         if self.started:
-            websocket._shut_down()
+            listener.shut_down()
         else:
-            self._connections[websocket] = None
+            self._connections[listener] = None
 
-    def unwatch(self, websocket: WebSocket) -> None:
-        self._connections.pop(websocket, None)
+    def unwatch(self, listener: Listener) -> None:
+        self._connections.pop(listener, None)
 
     def __len__(self) -> int:
         return len(self._connections)

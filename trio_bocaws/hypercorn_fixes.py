@@ -13,12 +13,16 @@ subclass the wsproto connection that ``WSStream`` uses, and wrap the trio worker
    the client's code and reason (1005 for a close frame without a code), and 1009 when
    hypercorn closed the connection because a message was over
    ``websocket_max_message_size``.
-2. **A send after the client left is a checkpoint.** hypercorn drops such a send without
+2. **A send after the client left raises.** hypercorn drops such a send without
    yielding to the scheduler (once the stream is closed, and also in the moment between
    the client's close frame and the stream closing, when wsproto refuses to send), so a
    loop that only sends spins forever once the client has gone, starving every other task
-   in the worker. With the fix the dropped send yields, so other tasks (including the one
-   that reads the disconnect) run.
+   in the worker. With the fix the send raises
+   :class:`~trio_bocaws._stream_status.StreamClosedError` (an :class:`OSError`, as
+   ASGI 2.4 allows), and every WebSocket scope carries a
+   :class:`~trio_bocaws._stream_status.StreamStatus` whose ``close`` is the client's code
+   and reason from the moment the server processed its close frame (1009 for an oversized
+   message, 1006 when the connection was lost).
 3. **Open WebSockets hear of a shutdown when it starts.** hypercorn gives them no notice and
    cancels them at ``graceful_timeout``. With the fix, the shutdown trigger also hands
    every connection inside ``async with ws`` (every :class:`~trio_bocaws.App` view) a
@@ -107,9 +111,9 @@ WRITE_TIMEOUT_OPTION: Final = "trio_bocaws_write_timeout"
 ENVIRONMENT_VARIABLE: Final = "TRIO_BOCAWS_HYPERCORN_FIXES"
 """Set to ``0`` to stop ``import trio_bocaws`` from installing the fixes."""
 
-# Where the close the fixed stream will report is kept, on each WSStream instance, and the
-# cancel scope of its ping task.
-_CLOSE_ATTRIBUTE: Final = "_trio_bocaws_close"
+# Where each WSStream instance keeps its StreamStatus (also in its scope's extensions), and
+# the cancel scope of its ping task.
+_STATUS_ATTRIBUTE: Final = "_trio_bocaws_status"
 _PINGS_ATTRIBUTE: Final = "_trio_bocaws_pings"
 
 _originals: dict[str, Any] = {}
@@ -151,6 +155,7 @@ def install() -> bool:
     import hypercorn.trio.run
     from hypercorn.protocol.events import Data, StreamClosed
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    from hypercorn.trio.task_group import TaskGroup
     from hypercorn.trio.tcp_server import TCPServer
     from wsproto.connection import Connection, ConnectionState
     from wsproto.events import CloseConnection, Event
@@ -158,6 +163,7 @@ def install() -> bool:
 
     from ._gc import FULL_THRESHOLD_OPTION, full_collections_after
     from ._shutdown import ServerShutdown, announce_shutdown
+    from ._stream_status import EXTENSION, StreamClosedError, StreamStatus
 
     original_worker_serve: Any = hypercorn.trio.run.worker_serve
     original_close = TCPServer._close
@@ -166,24 +172,36 @@ def install() -> bool:
     original_send_event = WSStream._send_wsproto_event
     original_send_pings = WSStream._send_pings
     original_app_send = WSStream.app_send
+    original_spawn_app = TaskGroup.spawn_app
 
     # The replacements are plain functions that return the coroutine to await (hypercorn's
     # own, most of the time) rather than coroutines awaiting it: every message passes
     # through two of them, and an extra coroutine frame each would cost more than the
     # checks themselves.
 
+    def spawn_app(self: Any, app: Any, config: Any, scope: Any, send: Any) -> Any:
+        # The one place where a WebSocket's scope exists and its app task does not run yet:
+        # hypercorn passes the stream's own app_send, which names the stream.
+        stream = getattr(send, "__self__", None)
+        if isinstance(stream, WSStream):
+            status = StreamStatus()
+            scope["extensions"][EXTENSION] = status
+            setattr(stream, _STATUS_ATTRIBUTE, status)
+        return original_spawn_app(self, app, config, scope, send)
+
     def _send_wsproto_event(self: Any, event: Any) -> Awaitable[None]:
         # While the app has not closed, any close hypercorn sends is either the echo of the
         # client's close (same code and reason) or its own 1009 for an oversized message:
-        # in both cases the code the app should be told.
+        # in both cases the code the app should be told, and told before the echo goes out.
         if isinstance(event, CloseConnection) and self.state == ASGIWebsocketState.CONNECTED:
-            setattr(self, _CLOSE_ATTRIBUTE, (int(event.code), event.reason or ""))
+            status = getattr(self, _STATUS_ATTRIBUTE, None)
+            if status is not None and status.close is None:
+                status.close = (int(event.code), event.reason or "")
         return original_send_event(self, event)
 
     async def handle_then_drain(self: Any, event: Any) -> None:
         await original_handle(self, event)
-        close = getattr(self, _CLOSE_ATTRIBUTE, None)
-        if close is None or close[0] != CloseReason.MESSAGE_TOO_BIG or self.closed:
+        if self.closed or _close_code(self) != CloseReason.MESSAGE_TOO_BIG:
             return
         # hypercorn stops reading events at an oversized message and drops what came after
         # it in the same read: the client's answer to the 1009, above all. Without it the
@@ -199,31 +217,37 @@ def install() -> bool:
             await original_send_pings(self)
 
     def handle(self: Any, event: Any) -> Awaitable[None]:
-        if isinstance(event, StreamClosed):
+        if isinstance(event, Data):
+            if self.state == ASGIWebsocketState.CONNECTED and (
+                self.buffer.length + len(event.data) > self.buffer.max_length
+                or self.connection.state is not ConnectionState.OPEN
+            ):
+                # Only where a message may be too big, or was (hypercorn then closed with
+                # 1009): one more frame otherwise.
+                return handle_then_drain(self, event)
+        elif isinstance(event, StreamClosed):
             pings = getattr(self, _PINGS_ATTRIBUTE, None)
             if pings is not None:
                 pings.cancel()
-        if isinstance(event, Data) and self.state == ASGIWebsocketState.CONNECTED:
-            close = getattr(self, _CLOSE_ATTRIBUTE, None)
-            if (close is not None and close[0] == CloseReason.MESSAGE_TOO_BIG) or (
-                self.buffer.length + len(event.data) > self.buffer.max_length
-            ):
-                # Only where a message may be, or is, too big: one more frame otherwise.
-                return handle_then_drain(self, event)
-        if isinstance(event, StreamClosed):
-            close = getattr(self, _CLOSE_ATTRIBUTE, None)
-            if (
-                close is not None
-                and not self.closed
-                and self.app_put is not None
-                and self.state == ASGIWebsocketState.CONNECTED
-            ):
-                self.closed = True
-                code, reason = close
-                return self.app_put(  # type: ignore[no-any-return]
-                    {"type": "websocket.disconnect", "code": code, "reason": reason}
-                )
+            status = getattr(self, _STATUS_ATTRIBUTE, None)
+            if status is not None and not self.closed and self.app_put is not None:
+                if self.state in (ASGIWebsocketState.CLOSED, ASGIWebsocketState.HTTPCLOSED):
+                    pass  # the app closed first: hypercorn reports 1000
+                elif status.close is None:
+                    status.close = (CloseReason.ABNORMAL_CLOSURE.value, "")  # no close frame
+                elif self.state == ASGIWebsocketState.CONNECTED:
+                    self.closed = True
+                    code, reason = status.close
+                    return self.app_put(  # type: ignore[no-any-return]
+                        {"type": "websocket.disconnect", "code": code, "reason": reason}
+                    )
         return original_handle(self, event)
+
+    async def refuse(message: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        raise StreamClosedError(
+            f"cannot send {message['type']!r}: the WebSocket connection has closed"
+        )
 
     def app_send(self: Any, message: Any) -> Awaitable[None]:
         if message is not None and (
@@ -234,8 +258,9 @@ def install() -> bool:
                 and self.connection.state is not ConnectionState.OPEN
             )
         ):
-            # hypercorn would drop this message and return without yielding.
-            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (awaited by hypercorn)
+            # hypercorn would drop this message and return without yielding; ASGI 2.4
+            # lets a server raise an OSError instead, and the app learns the client left.
+            return refuse(message)
         return original_app_send(self, message)
 
     async def worker_serve(  # the signature of hypercorn.trio.run.worker_serve
@@ -301,7 +326,9 @@ def install() -> bool:
         app_send=original_app_send,
         worker_serve=original_worker_serve,
         tcp_close=original_close,
+        spawn_app=original_spawn_app,
     )
+    TaskGroup.spawn_app = spawn_app  # type: ignore[method-assign]
     TCPServer._close = _close  # type: ignore[method-assign]
     TCPServer.__init__ = __init__  # type: ignore[method-assign]
     # hypercorn.trio.serve and the command line's trio_worker look worker_serve up in
@@ -315,6 +342,12 @@ def install() -> bool:
     _wsproto_connection.append(original_connection)
     ws_stream.Connection = _AnsweringConnection  # type: ignore[attr-defined]
     return True
+
+
+def _close_code(stream: Any) -> int | None:
+    status = getattr(stream, _STATUS_ATTRIBUTE, None)
+    close = None if status is None else status.close
+    return None if close is None else close[0]
 
 
 def _limit_unacknowledged_writes(stream: Any, config: Any) -> None:
@@ -372,8 +405,10 @@ def uninstall() -> None:
     import hypercorn.trio
     import hypercorn.trio.run
     from hypercorn.protocol.ws_stream import WSStream
+    from hypercorn.trio.task_group import TaskGroup
     from hypercorn.trio.tcp_server import TCPServer
 
+    TaskGroup.spawn_app = _originals.pop("spawn_app")  # type: ignore[method-assign]
     TCPServer._close = _originals.pop("tcp_close")  # type: ignore[method-assign]
     TCPServer.__init__ = _originals.pop("tcp_init")  # type: ignore[method-assign]
     worker_serve: Any = _originals.pop("worker_serve")
