@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from trio_bocaws import WebSocket, WebSocketDisconnect, hypercorn_fixes
+from trio_bocaws import WebSocket, WebSocketDisconnect, _hypercorn, hypercorn_fixes
+from trio_bocaws.hypercorn_fixes import HypercornCompatibilityWarning
 
 from .conftest import Server, close_code, connect, masked_frame, raw_connection, websocket_app
 from .subprocesses import server_process
@@ -109,19 +112,74 @@ def test_the_environment_variable_switches_them_off() -> None:
         assert result.stdout.strip() == expected
 
 
-def test_an_unverified_version_is_left_alone(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def reinstalled() -> Iterator[None]:
+    """The fixes off for the test, which installs them its own way; back after."""
     hypercorn_fixes.uninstall()
     try:
-        monkeypatch.setattr(hypercorn_fixes, "_hypercorn_version", lambda: "99.0")
-        with caplog.at_level("INFO", logger="trio_bocaws"):
-            assert hypercorn_fixes.install() is False
-        assert not hypercorn_fixes.installed()
-        assert "hypercorn 99.0 is not a version trio_bocaws verified" in caplog.text
+        yield
     finally:
-        monkeypatch.undo()
+        hypercorn_fixes.uninstall()
         assert hypercorn_fixes.install()
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_a_fix_whose_target_changed_is_left_out_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hypercorn.protocol.ws_stream import WebsocketBuffer, WSStream
+
+    own_extend, own_app_send = WebsocketBuffer.extend, WSStream.app_send
+    changed = [
+        attrs.evolve(patch, written_for={"99.0": "0" * 16})
+        if patch.name == "message size in bytes"
+        else patch
+        for patch in _hypercorn.PATCHES
+    ]
+    monkeypatch.setattr(_hypercorn, "hypercorn_version", lambda: "99.0")
+    with pytest.warns(HypercornCompatibilityWarning) as warned:
+        assert _hypercorn.install(changed) is False
+    [warning] = warned
+    message = str(warning.message)
+    assert "hypercorn 99.0 is not a version trio_bocaws verified" in message
+    assert "message size in bytes" in message and "WebsocketBuffer.extend" in message
+    assert "stream status" not in message
+    assert WebsocketBuffer.extend is own_extend  # left alone
+    assert WSStream.app_send is not own_app_send  # the others apply
+    assert hypercorn_fixes.installed()
+    # Once: installing again (after an uninstall) says nothing more.
+    _hypercorn.uninstall()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _hypercorn.install(changed) is False
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_a_release_that_kept_the_code_keeps_every_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_hypercorn, "hypercorn_version", lambda: "99.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hypercorn_fixes.install() is True
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_installing_twice_wraps_nothing_twice() -> None:
+    from hypercorn.protocol.ws_stream import WSStream
+
+    own = WSStream.app_send
+    assert hypercorn_fixes.install() and hypercorn_fixes.install()
+    assert _hypercorn.original("hypercorn.protocol.ws_stream", "app_send", "WSStream") is own
+    assert len(_hypercorn._applied) == len(_hypercorn.PATCHES)
+    hypercorn_fixes.uninstall()
+    assert WSStream.app_send is own
+
+
+def test_every_fix_says_what_why_and_how_it_is_checked() -> None:
+    names = [patch.name for patch in _hypercorn.PATCHES]
+    assert len(set(names)) == len(names)
+    for patch in _hypercorn.PATCHES:
+        assert patch.why and patch.checked_by, patch.name
+        assert set(patch.written_for) == hypercorn_fixes.VERIFIED_VERSIONS, patch.name
 
 
 async def test_close_codes_under_the_hypercorn_command_line() -> None:
@@ -175,7 +233,11 @@ async def test_closing_while_a_send_starts_never_makes_the_send_busy() -> None:
 
 async def test_hypercorns_own_close_makes_the_racing_send_busy() -> None:
     """The upstream behaviour the fix exists for (if this fails, upstream fixed it)."""
-    outcomes = await _race_close_and_send(hypercorn_fixes._originals["tcp_close"])
+    from trio_bocaws._hypercorn import original
+
+    outcomes = await _race_close_and_send(
+        original("hypercorn.trio.tcp_server", "_close", "TCPServer")
+    )
     assert outcomes["busy"] > 0, outcomes
 
 
