@@ -32,21 +32,32 @@ def handle_events(original: Callable[..., Awaitable[None]]) -> Callable[..., Awa
         streams = self.streams
         for event in events:
             if type(event) is h2.events.DataReceived and event.stream_id not in streams:
-                break
-        else:
-            return original(self, events)  # every DATA has its stream: the usual case
-        return original(self, [event for event in events if _keep(self, event)])
+                return in_order(self, events)
+        return original(self, events)  # every DATA has its stream: the usual case
+
+    async def in_order(self: Any, events: list[Any]) -> None:
+        # A stream comes to exist while hypercorn handles its request's headers, which may
+        # come in the same read as its DATA: look each DATA's stream up after the events
+        # before it were handled.
+        batch: list[Any] = []
+        for event in events:
+            if type(event) is h2.events.DataReceived and event.stream_id not in self.streams:
+                if batch:
+                    await original(self, batch)
+                    batch = []
+                if event.stream_id not in self.streams:
+                    _drop(self, event)
+                    continue
+            batch.append(event)
+        await original(self, batch)  # and flushes what _drop queued
 
     return _handle_events
 
 
-def _keep(protocol: Any, event: Any) -> bool:
-    if type(event) is not h2.events.DataReceived or event.stream_id in protocol.streams:
-        return True
+def _drop(protocol: Any, event: Any) -> None:
     connection = protocol.connection
     connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
     if event.stream_id not in protocol.stream_buffers:  # our response has gone out
         # h2 may consider the stream closed already (a reset crossed this DATA).
         with contextlib.suppress(h2.exceptions.ProtocolError):
             connection.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-    return False
