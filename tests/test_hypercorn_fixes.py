@@ -392,3 +392,33 @@ async def test_a_send_after_the_apps_own_close_raises(serve: Serve) -> None:
         await done.wait()
     assert isinstance(outcome.get("error"), OSError)
     assert outcome["status"] is None  # the app closed first
+
+
+async def test_a_text_over_the_limit_in_bytes_gets_1009(serve: Serve) -> None:
+    """The limit is in bytes: 600 two-byte characters are 1200 bytes, over a 1000 limit."""
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def echo_then_record(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(await ws.receive_text())  # the one under the limit
+        await handler_after_accept(ws)
+
+    async def handler_after_accept(ws: WebSocket) -> None:
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    server = await serve(websocket_app(echo_then_record), websocket_max_message_size=1000)
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            await client.send_message("é" * 400)  # 800 bytes
+            assert await client.get_message() == "é" * 400
+            await client.send_message("é" * 600)  # 600 characters, 1200 bytes
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.get_message()
+        await done.wait()
+    assert close_code(closed) == 1009
+    assert seen == [1009]
