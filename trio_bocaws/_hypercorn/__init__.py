@@ -50,7 +50,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="Gives every WebSocket scope a StreamStatus (trio_bocaws._stream_status) before "
         "the app runs, so the app can learn the client's close code before it reads it.",
         upstream=_ISSUE_127,
-        checked_by=("test_the_stream_status_has_the_clients_close_before_the_app_reads_it",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_the_stream_status_has_the_clients_close_before_the_app_reads_it",
+        ),
         written_for={"0.17.3": "57bdaea3a78ecf44", "0.18.0": "6afd191eb0de768f"},
     ),
     Patch(
@@ -62,7 +64,7 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn answers the client's close frame but tells the app 1006; the code "
         "and reason it answered with are recorded in the stream's status.",
         upstream=_ISSUE_127,
-        checked_by=("test_the_app_sees_the_clients_close_code",),
+        checked_by=("tests/test_hypercorn_fixes.py::test_the_app_sees_the_clients_close_code",),
         written_for={"0.17.3": "8b3501777e544ecf", "0.18.0": "8b3501777e544ecf"},
     ),
     Patch(
@@ -76,8 +78,8 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "ping task with the stream (else a shutdown waits up to a ping interval).",
         upstream=_ISSUE_127,
         checked_by=(
-            "test_an_oversized_message_followed_by_a_close_ends_the_connection",
-            "test_the_app_sees_the_clients_close_code",
+            "tests/test_hypercorn_fixes.py::test_an_oversized_message_followed_by_a_close_ends_the_connection",
+            "tests/test_hypercorn_fixes.py::test_the_app_sees_the_clients_close_code",
         ),
         written_for={"0.17.3": "9bda7973c5f78486", "0.18.0": "511313c93962a5d5"},
         depends_on=(f"{_WS}:WSStream._handle_events",),
@@ -91,7 +93,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn drops a send on a closed stream without yielding: a loop that only "
         "sends never learns the client left, and spins, starving the worker.",
         upstream="",
-        checked_by=("test_a_send_only_loop_raises_once_the_client_drops",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_a_send_only_loop_raises_once_the_client_drops",
+        ),
         written_for={"0.17.3": "7ac2771131b81ecc", "0.18.0": "a89f9e131cd7bab5"},
     ),
     Patch(
@@ -103,7 +107,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="The ping task sleeps out its interval before it sees the stream closed, and "
         "a graceful shutdown waits for it.",
         upstream="",
-        checked_by=("test_a_closed_connections_ping_task_ends_with_it",),
+        checked_by=(
+            "tests/test_docs.py::test_with_or_without_pings_a_shutdown_does_not_wait_for_closed_connections",
+        ),
         written_for={"0.17.3": "e578e2db2f7905fb", "0.18.0": "e578e2db2f7905fb"},
     ),
     Patch(
@@ -115,7 +121,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="When wsproto rejects a frame (invalid UTF-8: 1007, a protocol error: 1002) "
         "hypercorn drops the TCP connection without a close frame; client and app see 1006.",
         upstream="",
-        checked_by=("test_invalid_utf8_gets_1007",),
+        checked_by=(
+            "tests/test_faults.py::test_invalid_utf8_in_a_text_frame_is_closed_with_1007",
+        ),
         written_for={"0.17.3": "e1b735e2438d9bf3", "0.18.0": "e1b735e2438d9bf3"},
         depends_on=(f"{_WS}:WSStream._handle_events",),
         fingerprint_target=False,
@@ -129,7 +137,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn compares websocket_max_message_size with characters for text: a "
         "1.5 MB UTF-8 text passed a 1 MiB limit.",
         upstream="",
-        checked_by=("test_a_text_over_the_limit_in_bytes_gets_1009",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_a_text_over_the_limit_in_bytes_gets_1009",
+        ),
         written_for={"0.17.3": "15dd4e1e13716049", "0.18.0": "15dd4e1e13716049"},
     ),
     Patch(
@@ -141,7 +151,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn's close holds the stream across a checkpoint; a send racing it fails "
         "with BusyResourceError, which stopped the worker.",
         upstream="",
-        checked_by=("test_closing_while_a_send_starts_never_makes_the_send_busy",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_closing_while_a_send_starts_never_makes_the_send_busy",
+        ),
         written_for={"0.17.3": "853ecf392d7ad739", "0.18.0": "853ecf392d7ad739"},
     ),
     Patch(
@@ -153,7 +165,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn's writes cannot be cancelled: a client that stops reading holds a "
         "send, and a shutdown, for ever. TCP_USER_TIMEOUT has the kernel drop it.",
         upstream="",
-        checked_by=("test_a_client_that_stops_reading_is_dropped",),
+        checked_by=(
+            "tests/test_docs.py::test_a_client_that_stops_reading_is_dropped_after_the_write_timeout",
+        ),
         written_for={"0.17.3": "cd04359cc4b11621", "0.18.0": "6baac0c4781c5af3"},
     ),
     Patch(
@@ -190,7 +204,7 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "hook: open WebSockets hear of the shutdown at once, and SIGTERM in a worker "
         "process starts it.",
         upstream="",
-        checked_by=("test_echo_example_under_each_command_line",),
+        checked_by=("tests/test_cli.py::test_echo_example_under_each_command_line",),
         written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
     ),
     Patch(
@@ -201,7 +215,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         replace=_worker.worker_serve,
         why="hypercorn.trio.serve looks worker_serve up in its own module.",
         upstream="",
-        checked_by=("test_shutdown_notice_under_hypercorn_trio_serve",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_close_codes_under_the_hypercorn_command_line",
+        ),
         written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
     ),
 )
