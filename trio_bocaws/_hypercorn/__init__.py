@@ -183,6 +183,18 @@ PATCHES: Final[tuple[Patch, ...]] = (
         written_for={"0.17.3": "05a91832ee2c0e66", "0.18.0": "de5feb8a19f69f09"},
     ),
     Patch(
+        name="a failed connection says so",
+        module="hypercorn.trio.tcp_server",
+        owner="TCPServer",
+        attribute="_read_data",
+        replace=_tcp.read_data,
+        why="A connection that fails on the server was cut with no word: a GOAWAY "
+        "(HTTP/2) or a close frame 1011 (WebSocket) tells the client the server failed.",
+        upstream="",
+        checked_by=("tests/test_isolation.py",),
+        written_for={"0.17.3": "dae383aedcc40b53", "0.18.0": "7edcb73e64800681"},
+    ),
+    Patch(
         name="DATA for a dropped HTTP/2 stream",
         module="hypercorn.protocol.h2",
         owner="H2Protocol",
