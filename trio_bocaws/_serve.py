@@ -167,7 +167,7 @@ class ServerConfig:
     def to_hypercorn(self) -> hypercorn.config.Config:
         """The equivalent hypercorn configuration (trio worker); trio_bocaws's own
         settings (``write_timeout``, ``gc_full_threshold``) are not hypercorn's, and
-        travel as :meth:`worker_options`."""
+        travel as ``worker_options()``."""
         config = hypercorn.config.Config()
         config.bind = list(self.bind)
         config.workers = self.workers

@@ -12,12 +12,12 @@ upstream issue, the tests that check it):
    the client's code and reason (1005 for a close frame without a code), and 1009 when
    hypercorn closed the connection because a message was over
    ``websocket_max_message_size``. Every WebSocket scope carries a
-   :class:`~trio_bocaws._stream_status.StreamStatus` (``scope["extensions"]``) that holds
+   ``StreamStatus`` (in ``scope["extensions"]``, see ``trio_bocaws._stream_status``) that holds
    that close from the moment the server processed it, before the app reads it.
 2. **A send after the client left raises.** hypercorn drops such a send without yielding
    to the scheduler, so a loop that only sends spins forever once the client has gone,
    starving every other task in the worker. With the fix the send raises
-   :class:`~trio_bocaws._stream_status.StreamClosedError`, an :class:`OSError`, as
+   ``StreamClosedError``, an :class:`OSError`, as
    ASGI 2.4 allows.
 3. **Open WebSockets hear of a shutdown when it starts**, and in command-line workers
    SIGTERM starts the graceful shutdown (trio_bocaws's worker wrapper, which
