@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from trio_bocaws import WebSocket, WebSocketDisconnect, hypercorn_fixes
+from trio_bocaws import WebSocket, WebSocketDisconnect, _hypercorn, hypercorn_fixes
+from trio_bocaws.hypercorn_fixes import HypercornCompatibilityWarning
 
 from .conftest import Server, close_code, connect, masked_frame, raw_connection, websocket_app
 from .subprocesses import server_process
@@ -109,19 +112,74 @@ def test_the_environment_variable_switches_them_off() -> None:
         assert result.stdout.strip() == expected
 
 
-def test_an_unverified_version_is_left_alone(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def reinstalled() -> Iterator[None]:
+    """The fixes off for the test, which installs them its own way; back after."""
     hypercorn_fixes.uninstall()
     try:
-        monkeypatch.setattr(hypercorn_fixes, "_hypercorn_version", lambda: "99.0")
-        with caplog.at_level("INFO", logger="trio_bocaws"):
-            assert hypercorn_fixes.install() is False
-        assert not hypercorn_fixes.installed()
-        assert "hypercorn 99.0 is not a version trio_bocaws verified" in caplog.text
+        yield
     finally:
-        monkeypatch.undo()
+        hypercorn_fixes.uninstall()
         assert hypercorn_fixes.install()
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_a_fix_whose_target_changed_is_left_out_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hypercorn.protocol.ws_stream import WebsocketBuffer, WSStream
+
+    own_extend, own_app_send = WebsocketBuffer.extend, WSStream.app_send
+    changed = [
+        attrs.evolve(patch, written_for={"99.0": "0" * 16})
+        if patch.name == "message size in bytes"
+        else patch
+        for patch in _hypercorn.PATCHES
+    ]
+    monkeypatch.setattr(_hypercorn, "hypercorn_version", lambda: "99.0")
+    with pytest.warns(HypercornCompatibilityWarning) as warned:
+        assert _hypercorn.install(changed) is False
+    [warning] = warned
+    message = str(warning.message)
+    assert "hypercorn 99.0 is not a version trio_bocaws verified" in message
+    assert "message size in bytes" in message and "WebsocketBuffer.extend" in message
+    assert "stream status" not in message
+    assert WebsocketBuffer.extend is own_extend  # left alone
+    assert WSStream.app_send is not own_app_send  # the others apply
+    assert hypercorn_fixes.installed()
+    # Once: installing again (after an uninstall) says nothing more.
+    _hypercorn.uninstall()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _hypercorn.install(changed) is False
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_a_release_that_kept_the_code_keeps_every_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_hypercorn, "hypercorn_version", lambda: "99.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hypercorn_fixes.install() is True
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_installing_twice_wraps_nothing_twice() -> None:
+    from hypercorn.protocol.ws_stream import WSStream
+
+    own = WSStream.app_send
+    assert hypercorn_fixes.install() and hypercorn_fixes.install()
+    assert _hypercorn.original("hypercorn.protocol.ws_stream", "app_send", "WSStream") is own
+    assert len(_hypercorn._applied) == len(_hypercorn.PATCHES)
+    hypercorn_fixes.uninstall()
+    assert WSStream.app_send is own
+
+
+def test_every_fix_says_what_why_and_how_it_is_checked() -> None:
+    names = [patch.name for patch in _hypercorn.PATCHES]
+    assert len(set(names)) == len(names)
+    for patch in _hypercorn.PATCHES:
+        assert patch.why and patch.checked_by, patch.name
+        assert set(patch.written_for) == hypercorn_fixes.VERIFIED_VERSIONS, patch.name
 
 
 async def test_close_codes_under_the_hypercorn_command_line() -> None:
@@ -175,7 +233,11 @@ async def test_closing_while_a_send_starts_never_makes_the_send_busy() -> None:
 
 async def test_hypercorns_own_close_makes_the_racing_send_busy() -> None:
     """The upstream behaviour the fix exists for (if this fails, upstream fixed it)."""
-    outcomes = await _race_close_and_send(hypercorn_fixes._originals["tcp_close"])
+    from trio_bocaws._hypercorn import original
+
+    outcomes = await _race_close_and_send(
+        original("hypercorn.trio.tcp_server", "_close", "TCPServer")
+    )
     assert outcomes["busy"] > 0, outcomes
 
 
@@ -330,3 +392,58 @@ async def test_a_send_after_the_apps_own_close_raises(serve: Serve) -> None:
         await done.wait()
     assert isinstance(outcome.get("error"), OSError)
     assert outcome["status"] is None  # the app closed first
+
+
+async def test_a_text_over_the_limit_in_bytes_gets_1009(serve: Serve) -> None:
+    """The limit is in bytes: 600 two-byte characters are 1200 bytes, over a 1000 limit."""
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def echo_then_record(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(await ws.receive_text())  # the one under the limit
+        await handler_after_accept(ws)
+
+    async def handler_after_accept(ws: WebSocket) -> None:
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    server = await serve(websocket_app(echo_then_record), websocket_max_message_size=1000)
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            await client.send_message("é" * 400)  # 800 bytes
+            assert await client.get_message() == "é" * 400
+            await client.send_message("é" * 600)  # 600 characters, 1200 bytes
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.get_message()
+        await done.wait()
+    assert close_code(closed) == 1009
+    assert seen == [1009]
+
+
+def test_every_fix_names_tests_that_exist() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    for patch in _hypercorn.PATCHES:
+        for check in patch.checked_by:
+            path, _, name = check.partition("::")
+            source = (root / path).read_text(encoding="utf-8")
+            assert not name or f"def {name}(" in source, (patch.name, check)
+
+
+def test_the_nox_session_runs_every_verified_version() -> None:
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parent.parent / "noxfile.py").read_text(encoding="utf-8"))
+    [versions] = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(getattr(target, "id", "") == "HYPERCORN_VERSIONS" for target in node.targets)
+    ]
+    assert set(versions) == hypercorn_fixes.VERIFIED_VERSIONS
