@@ -314,6 +314,7 @@ def install() -> bool:
     WSStream._send_pings = _send_pings  # type: ignore[method-assign]
     _wsproto_connection.append(original_connection)
     ws_stream.Connection = _AnsweringConnection  # type: ignore[attr-defined]
+    _h2_patches().install()
     return True
 
 
@@ -369,6 +370,7 @@ def uninstall() -> None:
     """Restore hypercorn's own methods."""
     if not _originals:
         return
+    _h2_patches().uninstall()
     import hypercorn.trio
     import hypercorn.trio.run
     from hypercorn.protocol.ws_stream import WSStream
@@ -385,6 +387,13 @@ def uninstall() -> None:
     for name, method in _originals.items():
         setattr(WSStream, name, method)
     _originals.clear()
+
+
+def _h2_patches() -> Any:
+    """The HTTP/2 fixes (WebSockets over HTTP/2), imported with hypercorn only when used."""
+    from . import _h2_patches
+
+    return _h2_patches
 
 
 def install_unless_disabled() -> None:
