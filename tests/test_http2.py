@@ -25,6 +25,8 @@ from trio_bocaws import (
     serve,
 )
 
+from trio_bocaws._cli import _parser
+
 from .conftest import connect
 from .h2_client import H2Connection, NotHTTP2, Rejected, StreamClosed, open_h2_connection
 
@@ -377,6 +379,8 @@ async def test_http2_off_offers_only_http11_through_alpn(tmp_path: Path) -> None
 
 
 def test_http2_switch_is_validated_and_reaches_hypercorn() -> None:
+    assert _parser().parse_args(["chat:app"]).http2 is True
+    assert _parser().parse_args(["chat:app", "--no-http2"]).http2 is False
     assert ServerConfig().to_hypercorn().alpn_protocols == ["h2", "http/1.1"]
     assert ServerConfig(http2=False).to_hypercorn().alpn_protocols == ["http/1.1"]
     with pytest.raises(TypeError, match="http2"):
