@@ -26,7 +26,8 @@ import math
 import ssl
 import sys
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from typing import Any
 from urllib.parse import urlsplit
 
 import h2.config
@@ -225,7 +226,9 @@ class H2Connection:
             if not view:
                 return
 
-    async def websocket(self, path: str, *, headers: Iterable[tuple[str, str]] = ()) -> H2WebSocket:
+    async def websocket(
+        self, path: str, *, headers: Iterable[tuple[str, str]] = ()
+    ) -> H2WebSocket:
         """Open a WebSocket on a new stream of this connection (RFC 8441).
 
         Raises:
@@ -280,7 +283,7 @@ class H2WebSocket:
         self._state = state
         self._frames = Connection(ConnectionType.CLIENT)
         self._inbox_send, self._inbox = trio.open_memory_channel[str | bytes](math.inf)
-        self._parts: list[str | bytes] = []
+        self._parts: list[Any] = []  # the frames of a message, all str or all bytes
         self.server_close: tuple[int, str] | None = None
         """The server's close code and reason, once its close frame came."""
 
@@ -302,9 +305,8 @@ class H2WebSocket:
             if isinstance(event, Message):
                 self._parts.append(event.data)
                 if event.message_finished:
-                    whole = "".join(self._parts) if isinstance(event, TextMessage) else b"".join(
-                        self._parts  # type: ignore[arg-type]
-                    )
+                    empty: Any = "" if isinstance(event, TextMessage) else b""
+                    whole = empty.join(self._parts)
                     self._parts = []
                     self._inbox_send.send_nowait(whole)
             elif isinstance(event, Ping):
@@ -319,10 +321,8 @@ class H2WebSocket:
     def _answer(self, data: bytes, *, end: bool) -> None:
         # Sent by the reader task (it flushes after each read); a few bytes, so a shut
         # window only drops them, as a client that stopped reading would.
-        try:
+        with suppress(h2.exceptions.FlowControlError, h2.exceptions.StreamClosedError):
             self._connection._h2.send_data(self.stream_id, data, end_stream=end)
-        except (h2.exceptions.FlowControlError, h2.exceptions.StreamClosedError):
-            pass
 
     def _end(self) -> None:
         self._inbox_send.close()

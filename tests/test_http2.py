@@ -24,7 +24,6 @@ from trio_bocaws import (
     WebSocketDisconnect,
     serve,
 )
-
 from trio_bocaws._cli import _parser
 
 from .conftest import connect

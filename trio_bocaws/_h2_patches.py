@@ -31,6 +31,7 @@ import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import h2.exceptions
 import trio
 from hypercorn.protocol.h2 import BUFFER_HIGH_WATER, BufferCompleteError, StreamBuffer
 
@@ -54,9 +55,9 @@ _STALLS: Final = "_trio_bocaws_stalls"
 _WATCHING: Final = "_trio_bocaws_watching"
 
 _VERSION_NOT_SUPPORTED: Final = (
-    b"HTTP/1.1 505 HTTP Version Not Supported\r\n"
-    b"content-length: 0\r\nconnection: close\r\n\r\n"
+    b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 )
+
 
 def _write_timeout(config: Any) -> float | None:
     from .hypercorn_fixes import DEFAULT_WRITE_TIMEOUT, WRITE_TIMEOUT_OPTION
@@ -128,7 +129,7 @@ def send_data(original: Callable[[Any, int], Awaitable[None]]) -> Callable[..., 
         if buffer is not None and buffer.buffer:
             try:
                 shut = self.connection.local_flow_control_window(stream_id) <= 0
-            except Exception:  # noqa: BLE001 - the stream is gone; hypercorn's cleans up
+            except h2.exceptions.H2Error:  # the stream is gone; hypercorn's own cleans up
                 shut = False
         if shut:
             if stalls is None:
@@ -175,7 +176,6 @@ async def watch_stalled_streams(protocol: Any) -> None:
 
 async def _reset(protocol: Any, stream_id: int) -> None:
     import h2.errors
-    import h2.exceptions
 
     try:
         protocol.connection.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
@@ -274,7 +274,7 @@ def check_protocol(original: Callable[[Any, Any], Awaitable[None]]) -> Callable[
         if "h2" not in self.config.alpn_protocols:
             for name, value in event.headers:
                 if name.lower() == b"upgrade" and value.strip().lower() == b"h2c":
-                    return trio.lowlevel.checkpoint()
+                    return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (awaited by hypercorn)
         return original(self, event)
 
     return _check_protocol
@@ -308,7 +308,7 @@ def h2_protocol(original: Callable[..., Any]) -> Callable[..., Any]:
     client, server, send). Checked against hypercorn 0.17.3 and 0.18.0.
     """
 
-    def H2Protocol(*args: Any) -> Any:  # noqa: N802 - stands for the class
+    def H2Protocol(*args: Any) -> Any:  # named as what it stands for
         config, send = args[1], args[8]
         if "h2" not in config.alpn_protocols:
             return _RefusedHTTP2(send)
