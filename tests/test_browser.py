@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import pytest
 import trio
 import trustme
 from trio_websocket import open_websocket_url
@@ -185,9 +184,6 @@ def _open_and_close_many(browser: Browser, *, url: str, rounds: int) -> list[lis
     return closes
 
 
-@pytest.mark.xfail(
-    strict=False, reason="hypercorn's h2 KeyError (DATA on a dropped stream): branch adapter"
-)
 async def test_many_sockets_over_http2_open_and_close_both_ways_in_chromium(
     tmp_path: Path,
 ) -> None:

@@ -31,14 +31,6 @@ from .h2_client import H2Connection, NotHTTP2, Rejected, StreamClosed, open_h2_c
 
 TIMEOUT = 5
 
-# The server closes each stream with 1001 at shutdown; the client answers, as RFC 6455
-# asks, and its answer may reach a stream hypercorn has already dropped: the h2 KeyError
-# of issue 11, whose fix is on branch `adapter`. Remove this marker once it is merged.
-NEEDS_KEYERROR_FIX = pytest.mark.xfail(
-    strict=False, reason="hypercorn's h2 KeyError (DATA on a dropped stream): branch adapter"
-)
-
-
 def echo_app(seen: list[tuple[str, str]] | None = None, **config: Any) -> App:
     """Echo routes for text and bytes; each records its scope's HTTP version and scheme."""
     app = App(config=AppConfig(**config))
@@ -289,7 +281,6 @@ async def test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on(
 # -- Shutdown --------------------------------------------------------------------------------
 
 
-@NEEDS_KEYERROR_FIX
 async def test_shutdown_closes_every_stream_of_a_shared_connection_with_1001() -> None:
     waiting = 0
     all_waiting = trio.Event()

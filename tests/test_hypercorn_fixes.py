@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from trio_bocaws import WebSocket, WebSocketDisconnect, hypercorn_fixes
+from trio_bocaws import WebSocket, WebSocketDisconnect, _hypercorn, hypercorn_fixes
+from trio_bocaws.hypercorn_fixes import HypercornCompatibilityWarning
 
 from .conftest import Server, close_code, connect, masked_frame, raw_connection, websocket_app
 from .subprocesses import server_process
@@ -109,19 +112,74 @@ def test_the_environment_variable_switches_them_off() -> None:
         assert result.stdout.strip() == expected
 
 
-def test_an_unverified_version_is_left_alone(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def reinstalled() -> Iterator[None]:
+    """The fixes off for the test, which installs them its own way; back after."""
     hypercorn_fixes.uninstall()
     try:
-        monkeypatch.setattr(hypercorn_fixes, "_hypercorn_version", lambda: "99.0")
-        with caplog.at_level("INFO", logger="trio_bocaws"):
-            assert hypercorn_fixes.install() is False
-        assert not hypercorn_fixes.installed()
-        assert "hypercorn 99.0 is not a version trio_bocaws verified" in caplog.text
+        yield
     finally:
-        monkeypatch.undo()
+        hypercorn_fixes.uninstall()
         assert hypercorn_fixes.install()
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_a_fix_whose_target_changed_is_left_out_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hypercorn.protocol.ws_stream import WebsocketBuffer, WSStream
+
+    own_extend, own_app_send = WebsocketBuffer.extend, WSStream.app_send
+    changed = [
+        attrs.evolve(patch, written_for={"99.0": "0" * 16})
+        if patch.name == "message size in bytes"
+        else patch
+        for patch in _hypercorn.PATCHES
+    ]
+    monkeypatch.setattr(_hypercorn, "hypercorn_version", lambda: "99.0")
+    with pytest.warns(HypercornCompatibilityWarning) as warned:
+        assert _hypercorn.install(changed) is False
+    [warning] = warned
+    message = str(warning.message)
+    assert "hypercorn 99.0 is not a version trio_bocaws verified" in message
+    assert "message size in bytes" in message and "WebsocketBuffer.extend" in message
+    assert "stream status" not in message
+    assert WebsocketBuffer.extend is own_extend  # left alone
+    assert WSStream.app_send is not own_app_send  # the others apply
+    assert hypercorn_fixes.installed()
+    # Once: installing again (after an uninstall) says nothing more.
+    _hypercorn.uninstall()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _hypercorn.install(changed) is False
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_a_release_that_kept_the_code_keeps_every_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_hypercorn, "hypercorn_version", lambda: "99.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hypercorn_fixes.install() is True
+
+
+@pytest.mark.usefixtures("reinstalled")
+def test_installing_twice_wraps_nothing_twice() -> None:
+    from hypercorn.protocol.ws_stream import WSStream
+
+    own = WSStream.app_send
+    assert hypercorn_fixes.install() and hypercorn_fixes.install()
+    assert _hypercorn.original("hypercorn.protocol.ws_stream", "app_send", "WSStream") is own
+    assert len(_hypercorn._applied) == len(_hypercorn.PATCHES)
+    hypercorn_fixes.uninstall()
+    assert WSStream.app_send is own
+
+
+def test_every_fix_says_what_why_and_how_it_is_checked() -> None:
+    names = [patch.name for patch in _hypercorn.PATCHES]
+    assert len(set(names)) == len(names)
+    for patch in _hypercorn.PATCHES:
+        assert patch.why and patch.checked_by, patch.name
+        assert set(patch.written_for) == hypercorn_fixes.VERIFIED_VERSIONS, patch.name
 
 
 async def test_close_codes_under_the_hypercorn_command_line() -> None:
@@ -175,7 +233,11 @@ async def test_closing_while_a_send_starts_never_makes_the_send_busy() -> None:
 
 async def test_hypercorns_own_close_makes_the_racing_send_busy() -> None:
     """The upstream behaviour the fix exists for (if this fails, upstream fixed it)."""
-    outcomes = await _race_close_and_send(hypercorn_fixes._originals["tcp_close"])
+    from trio_bocaws._hypercorn import original
+
+    outcomes = await _race_close_and_send(
+        original("hypercorn.trio.tcp_server", "_close", "TCPServer")
+    )
     assert outcomes["busy"] > 0, outcomes
 
 
@@ -209,4 +271,154 @@ async def test_an_oversized_message_followed_by_a_close_ends_the_connection(
                 received += chunk  # until the server closes the TCP connection
             await done.wait()
     assert received.startswith(b"\x88\x02\x03\xf1")  # the server's close frame: 1009
+    assert seen == [1009]
+
+
+# -- The contract with the WebSocket core (trio_bocaws._stream_status) -------------------
+
+
+def _bare_app(
+    view: Callable[[dict[str, Any], Any, Any], Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """A bare ASGI app (no trio_bocaws WebSocket) running ``view`` for each WebSocket."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await view(scope, receive, send)
+
+    return app
+
+
+async def test_the_stream_status_has_the_clients_close_before_the_app_reads_it(
+    serve: Serve,
+) -> None:
+    from trio_bocaws._stream_status import StreamClosedError, stream_status_of
+
+    client_closed, done = trio.Event(), trio.Event()
+    seen: dict[str, Any] = {}
+
+    async def view(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        status = stream_status_of(scope)
+        seen["at start"] = None if status is None else status.close
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await client_closed.wait()
+        assert status is not None
+        seen["status"] = status.close  # before any receive() of the disconnect
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except OSError as exc:
+            seen["send"] = exc
+        seen["disconnect"] = await receive()
+        done.set()
+
+    server = await serve(_bare_app(view))
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            # trio-websocket's aclose returns once the server has echoed the close.
+            await client.aclose(4001, "bye now")
+        client_closed.set()
+        await done.wait()
+    assert seen["at start"] is None
+    assert seen["status"] == (4001, "bye now")
+    assert isinstance(seen["send"], StreamClosedError)
+    assert seen["disconnect"] == {
+        "type": "websocket.disconnect",
+        "code": 4001,
+        "reason": "bye now",
+    }
+
+
+async def test_a_send_only_loop_raises_once_the_client_drops(serve: Serve) -> None:
+    """hypercorn drops sends to a dropped client; the loop never learns, and spins."""
+    from trio_bocaws._stream_status import stream_status_of
+
+    outcome: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def view(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        sends = 0
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"tick"})
+                sends += 1
+        except OSError as exc:
+            outcome["error"] = exc
+            status = stream_status_of(scope)
+            outcome["status"] = None if status is None else status.close
+        finally:
+            done.set()
+
+    server = await serve(_bare_app(view))
+    with trio.fail_after(5):
+        stream = await raw_connection(server.url, "/")
+        await stream.receive_some()  # at least one tick
+        await stream.aclose()  # no close frame: the TCP connection just goes
+        await done.wait()
+    assert isinstance(outcome.get("error"), OSError)
+    assert outcome["status"] == (1006, "")
+
+
+async def test_a_send_after_the_apps_own_close_raises(serve: Serve) -> None:
+    from trio_bocaws._stream_status import stream_status_of
+
+    outcome: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def view(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4000})
+        assert (await receive())["code"] == 1000  # the client's answer
+        try:
+            await send({"type": "websocket.send", "text": "after"})
+        except OSError as exc:
+            outcome["error"] = exc
+        status = stream_status_of(scope)
+        outcome["status"] = None if status is None else status.close
+        done.set()
+
+    server = await serve(_bare_app(view))
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            with pytest.raises(ConnectionClosed):
+                await client.get_message()
+        await done.wait()
+    assert isinstance(outcome.get("error"), OSError)
+    assert outcome["status"] is None  # the app closed first
+
+
+async def test_a_text_over_the_limit_in_bytes_gets_1009(serve: Serve) -> None:
+    """The limit is in bytes: 600 two-byte characters are 1200 bytes, over a 1000 limit."""
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def echo_then_record(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(await ws.receive_text())  # the one under the limit
+        await handler_after_accept(ws)
+
+    async def handler_after_accept(ws: WebSocket) -> None:
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    server = await serve(websocket_app(echo_then_record), websocket_max_message_size=1000)
+    with trio.fail_after(5):
+        async with connect(server.url) as client:
+            await client.send_message("é" * 400)  # 800 bytes
+            assert await client.get_message() == "é" * 400
+            await client.send_message("é" * 600)  # 600 characters, 1200 bytes
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.get_message()
+        await done.wait()
+    assert close_code(closed) == 1009
     assert seen == [1009]

@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn
+from functools import partial
+from typing import Any, NoReturn
 
+import trio
 from hypercorn.utils import LifespanFailureError
 
 from ._gc import DEFAULT_FULL_THRESHOLD
@@ -184,15 +190,88 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_workers(app_path: str, config: ServerConfig) -> int:
-    # hypercorn's supervisor: it binds in this process, then each worker process imports
-    # the app (and, with it, trio_bocaws and its hypercorn fixes, which give each worker
-    # the same graceful shutdown as a single one).
-    from hypercorn.run import run
+    """Bind in this process, run ``config.workers`` worker processes that share the
+    sockets, and stop them all gracefully on SIGINT or SIGTERM (or when one fails).
 
+    Each worker process runs trio_bocaws's own worker (:func:`_worker_process`), with the
+    :class:`ServerConfig` itself as its argument: no option travels through hypercorn's
+    ``Config``, and no worker depends on the import of the app to patch hypercorn.
+    """
     hyper = config.to_hypercorn()
-    module, _, attribute = app_path.partition(":")
-    hyper.application_path = f"{module}:{attribute or 'app'}"
-    return run(hyper)
+    sockets = hyper.create_sockets()
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    # The workers inherit "ignore SIGINT": a Ctrl+C reaches the whole process group, and
+    # this process alone turns it into a graceful shutdown of every worker.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    processes = [
+        context.Process(
+            target=_worker_process,
+            args=(app_path, config, sockets, stop),
+            name=f"{PROGRAM}-worker-{number}",
+        )
+        for number in range(config.workers)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        failed = _wait_for_workers(processes, stop, config.graceful_timeout)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            sock.close()
+    return 1 if failed else 0
+
+
+def _wait_for_workers(processes: list[Any], stop: Any, graceful_timeout: float) -> bool:
+    """Wait until every worker has exited; whether one failed."""
+    failed = False
+    running = list(processes)
+    while running:
+        # Wake up now and then to see the stop event set by a signal handler.
+        ready = multiprocessing.connection.wait([p.sentinel for p in running], timeout=0.2)
+        for process in [p for p in running if p.sentinel in ready]:
+            process.join()
+            running.remove(process)
+            if process.exitcode != 0 and not stop.is_set():
+                failed = True
+                stop.set()  # one worker failed: stop the others gracefully
+        if stop.is_set():
+            break
+    deadline = time.monotonic() + graceful_timeout + 5  # the workers' own backstop, and some
+    for process in running:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+        failed = failed or process.exitcode != 0
+    return failed
+
+
+def _worker_process(app_path: str, config: ServerConfig, sockets: Any, stop: Any) -> None:
+    """One worker process: import the app and serve it until ``stop`` is set or SIGTERM."""
+    from hypercorn.utils import check_multiprocess_shutdown_event
+
+    from ._hypercorn._worker import serve_app
+
+    _configure_logging(config.log_level)
+    app = load_app(app_path)
+    hyper = config.to_hypercorn()
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(hyper.backlog)
+    trio.run(
+        partial(
+            serve_app,
+            app,
+            hyper,
+            config.worker_options(sigterm=True),
+            sockets=sockets,
+            shutdown_trigger=partial(check_multiprocess_shutdown_event, stop, trio.sleep),
+        )
+    )
 
 
 def main_entry() -> None:

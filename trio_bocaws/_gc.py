@@ -22,11 +22,9 @@ import gc
 from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["DEFAULT_FULL_THRESHOLD", "FULL_THRESHOLD_OPTION", "full_collections_after"]
+__all__ = ["DEFAULT_FULL_THRESHOLD", "full_collections_after"]
 
 DEFAULT_FULL_THRESHOLD: Final = 100
-FULL_THRESHOLD_OPTION: Final = "trio_bocaws_gc_full_threshold"
-"""The attribute of a hypercorn ``Config`` that carries the setting to worker processes."""
 
 
 @contextlib.contextmanager

@@ -11,13 +11,11 @@ from typing import Any, Final
 
 import attrs
 import hypercorn.config
-import hypercorn.trio
 import trio
 
 from ._errors import leaves
-from ._gc import DEFAULT_FULL_THRESHOLD, FULL_THRESHOLD_OPTION, full_collections_after
-from ._shutdown import ServerShutdown, announce_shutdown
-from .hypercorn_fixes import WRITE_TIMEOUT_OPTION
+from ._gc import DEFAULT_FULL_THRESHOLD
+from ._hypercorn._worker import WorkerOptions, serve_app
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -165,8 +163,19 @@ class ServerConfig:
     def tls(self) -> bool:
         return self.certfile is not None
 
+    def worker_options(self, *, sigterm: bool = False) -> WorkerOptions:
+        """What trio_bocaws's worker adds to hypercorn's (``sigterm``: a worker process of
+        the command line, where SIGTERM starts the graceful shutdown)."""
+        return WorkerOptions(
+            write_timeout=self.write_timeout,
+            gc_full_threshold=self.gc_full_threshold,
+            sigterm=sigterm,
+        )
+
     def to_hypercorn(self) -> hypercorn.config.Config:
-        """The equivalent hypercorn configuration (trio worker)."""
+        """The equivalent hypercorn configuration (trio worker); trio_bocaws's own
+        settings (``write_timeout``, ``gc_full_threshold``) are not hypercorn's, and
+        travel as :meth:`worker_options`."""
         config = hypercorn.config.Config()
         config.bind = list(self.bind)
         config.workers = self.workers
@@ -178,10 +187,8 @@ class ServerConfig:
         # hypercorn types this as int seconds; it uses it as a trio timeout, floats work.
         config.read_timeout = self.read_timeout  # type: ignore[assignment]
         config.websocket_max_message_size = self.max_message_size
-        setattr(config, WRITE_TIMEOUT_OPTION, self.write_timeout)
         # hypercorn's own list; trio_bocaws's fixes read it on the plain port too.
         config.alpn_protocols = ["h2", "http/1.1"] if self.http2 else ["http/1.1"]
-        setattr(config, FULL_THRESHOLD_OPTION, self.gc_full_threshold)
         config.loglevel = self.log_level.upper()
         config.root_path = self.root_path
         return config
@@ -220,23 +227,18 @@ async def serve(
             "serve() runs one worker inside this Trio program; for several worker "
             "processes use `python -m trio_bocaws --workers N module:app`"
         )
-    shutdown = ServerShutdown()
     try:
-        with (
-            full_collections_after(config.gc_full_threshold),
-            announce_shutdown(shutdown_trigger or trio.sleep_forever, shutdown) as trigger,
-        ):
-            async with trio.open_nursery() as nursery:
-                binds = await nursery.start(
-                    partial(
-                        hypercorn.trio.serve,
-                        app,
-                        config.to_hypercorn(),
-                        shutdown_trigger=trigger,
-                        mode="asgi",
-                    )
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                partial(
+                    serve_app,
+                    app,
+                    config.to_hypercorn(),
+                    config.worker_options(),
+                    shutdown_trigger=shutdown_trigger,
                 )
-                task_status.started(websocket_urls(binds))
+            )
+            task_status.started(websocket_urls(binds))
     except BaseExceptionGroup as group:
         _raise_startup_error(group)
         raise

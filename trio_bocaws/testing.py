@@ -555,14 +555,19 @@ class Server:
 
 
 async def start_server(nursery: trio.Nursery, app: ASGIApp, **hypercorn_options: Any) -> Server:
-    """Start ``app`` on hypercorn's trio worker at ``127.0.0.1:0``, in ``nursery``.
+    """Start ``app`` on hypercorn's trio worker at ``127.0.0.1:0``, in ``nursery``, as
+    :func:`trio_bocaws.serve` runs it.
 
+    With :mod:`trio_bocaws.hypercorn_fixes` uninstalled, hypercorn runs as it is.
     Keyword arguments set attributes of ``hypercorn.config.Config`` (``graceful_timeout``,
     ``websocket_max_message_size``, ...). Stop it with :meth:`Server.shutdown`: cancelling
     hypercorn outright leaves its connection sockets unclosed.
     """
     import hypercorn.config
     import hypercorn.trio
+
+    from ._hypercorn import installed
+    from ._hypercorn._worker import WorkerOptions, serve_app
 
     config = hypercorn.config.Config()
     config.bind = ["127.0.0.1:0"]
@@ -575,9 +580,19 @@ async def start_server(nursery: trio.Nursery, app: ASGIApp, **hypercorn_options:
 
     async def run(task_status: trio.TaskStatus[list[str]]) -> None:
         try:
-            await hypercorn.trio.serve(
-                app, config, shutdown_trigger=stop.wait, task_status=task_status
-            )
+            if installed():
+                # The same worker as trio_bocaws.serve's: shutdown notice, write timeout.
+                await serve_app(
+                    app,
+                    config,
+                    WorkerOptions(),
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                )
+            else:  # hypercorn as it is, for tests of what trio_bocaws does without it
+                await hypercorn.trio.serve(
+                    app, config, shutdown_trigger=stop.wait, task_status=task_status
+                )
         finally:
             done.set()
 

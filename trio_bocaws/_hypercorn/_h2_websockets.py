@@ -1,11 +1,10 @@
-"""Fixes to hypercorn's HTTP/2 protocol, for WebSockets over HTTP/2 (RFC 8441).
+"""Replacements for hypercorn's HTTP/2 code, for WebSockets over HTTP/2 (RFC 8441).
 
-Each fix replaces one attribute of hypercorn's HTTP/2 code (nothing of HTTP/1.1's
-per-message path), is described in the docstring of its replacement, and is applied and
-removed with the others by :func:`install` and :func:`uninstall`, which
-:mod:`trio_bocaws.hypercorn_fixes` calls. Every replacement was checked against hypercorn
-0.17.3 and 0.18.0 (``src/hypercorn/protocol/h2.py``, ``h11.py``, ``ws_stream.py`` and
-``__init__.py`` are the same in both where it matters).
+Each function here takes hypercorn's original and returns its replacement, for one record
+of :data:`trio_bocaws._hypercorn.PATCHES`; none touches HTTP/1.1's per-message path. Each
+was written for hypercorn 0.18.0 and checked against 0.17.3 (``protocol/h2.py``,
+``h11.py``, ``ws_stream.py`` and ``__init__.py`` differ only in type hints and comments
+where these apply).
 
 1. :class:`BoundedStreamBuffer` (for ``hypercorn.protocol.h2.StreamBuffer``): what a stream
    sends waits while two frames are buffered, however the flow-control window moves.
@@ -27,7 +26,6 @@ removed with the others by :func:`install` and :func:`uninstall`, which
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -35,16 +33,16 @@ import h2.exceptions
 import trio
 from hypercorn.protocol.h2 import BUFFER_HIGH_WATER, BufferCompleteError, StreamBuffer
 
+from ._worker import current_options
+
 __all__ = [
     "BoundedStreamBuffer",
+    "bounded_stream_buffer",
     "check_protocol",
     "close_stream",
     "h2_protocol",
-    "install",
-    "installed",
     "send_data",
     "send_task",
-    "uninstall",
     "watch_stalled_streams",
     "websocket_idle",
 ]
@@ -59,11 +57,9 @@ _VERSION_NOT_SUPPORTED: Final = (
 )
 
 
-def _write_timeout(config: Any) -> float | None:
-    from .hypercorn_fixes import DEFAULT_WRITE_TIMEOUT, WRITE_TIMEOUT_OPTION
-
-    timeout: float | None = getattr(config, WRITE_TIMEOUT_OPTION, DEFAULT_WRITE_TIMEOUT)
-    return timeout
+def _write_timeout() -> float | None:
+    """The write timeout of the worker serving this connection."""
+    return current_options().write_timeout
 
 
 class BoundedStreamBuffer(StreamBuffer):
@@ -137,7 +133,7 @@ def send_data(original: Callable[[Any, int], Awaitable[None]]) -> Callable[..., 
                 setattr(self, _STALLS, stalls)
             if stream_id not in stalls:
                 stalls[stream_id] = trio.current_time()
-                if not getattr(self, _WATCHING, False) and _write_timeout(self.config):
+                if not getattr(self, _WATCHING, False) and _write_timeout():
                     setattr(self, _WATCHING, True)
                     self.task_group.spawn(watch_stalled_streams, self)
         elif stalls:
@@ -157,7 +153,7 @@ async def watch_stalled_streams(protocol: Any) -> None:
     """
     from hypercorn.protocol.events import StreamClosed
 
-    timeout = _write_timeout(protocol.config)
+    timeout = _write_timeout()
     stalls: dict[int, float] = getattr(protocol, _STALLS)
     try:
         while stalls and timeout is not None and not protocol.closed:
@@ -318,46 +314,5 @@ def h2_protocol(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def bounded_stream_buffer(original: type) -> type:
-    """Replaces ``hypercorn.protocol.h2.StreamBuffer``: see :class:`BoundedStreamBuffer`."""
+    """``hypercorn.protocol.h2.StreamBuffer``: see :class:`BoundedStreamBuffer`."""
     return BoundedStreamBuffer
-
-
-# (module, class or "" for the module, attribute, make the replacement from the original)
-PATCHES: Final[tuple[tuple[str, str, str, Callable[[Any], Any]], ...]] = (
-    ("hypercorn.protocol.h2", "", "StreamBuffer", bounded_stream_buffer),
-    ("hypercorn.protocol.h2", "H2Protocol", "_send_data", send_data),
-    ("hypercorn.protocol.h2", "H2Protocol", "send_task", send_task),
-    ("hypercorn.protocol.h2", "H2Protocol", "_close_stream", close_stream),
-    ("hypercorn.protocol.ws_stream", "WSStream", "idle", websocket_idle),
-    ("hypercorn.protocol.h11", "H11Protocol", "_check_protocol", check_protocol),
-    ("hypercorn.protocol", "", "H2Protocol", h2_protocol),
-)
-
-_applied: list[tuple[Any, str, Any]] = []  # (holder, attribute, original), in order
-
-
-def installed() -> bool:
-    """Whether the HTTP/2 fixes are in place."""
-    return bool(_applied)
-
-
-def install() -> None:
-    """Apply every fix (a no-op when they are in place)."""
-    if _applied:
-        return
-    for module_name, owner, attribute, make in PATCHES:
-        holder: Any = importlib.import_module(module_name)
-        if owner:
-            holder = getattr(holder, owner)
-            original = holder.__dict__[attribute]  # the property itself, not its value
-        else:
-            original = getattr(holder, attribute)
-        setattr(holder, attribute, make(original))
-        _applied.append((holder, attribute, original))
-
-
-def uninstall() -> None:
-    """Put hypercorn's own back."""
-    while _applied:
-        holder, attribute, original = _applied.pop()
-        setattr(holder, attribute, original)

@@ -1,0 +1,393 @@
+"""trio_bocaws's adapter to hypercorn's trio worker: every change to hypercorn, in one list.
+
+:data:`PATCHES` holds one :class:`~._patch.Patch` per change: what it replaces, why, the
+upstream issue, the tests that check it, and the fingerprint of the code it was written
+for. :func:`install` applies them in one loop and :func:`uninstall` removes them in one
+loop; neither does anything twice. A patch whose target's code is not the code it was
+written for is left out, and a :class:`HypercornCompatibilityWarning` says so, once.
+:mod:`trio_bocaws.hypercorn_fixes` is the public face of this package.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Final
+
+from . import _h2, _h2_websockets, _stream, _tcp, _worker
+from ._patch import Applied, Patch
+
+__all__ = [
+    "PATCHES",
+    "VERIFIED_VERSIONS",
+    "HypercornCompatibilityWarning",
+    "install",
+    "installed",
+    "original",
+    "uninstall",
+]
+
+logger = logging.getLogger("trio_bocaws")
+
+
+class HypercornCompatibilityWarning(UserWarning):
+    """The installed hypercorn is not one trio_bocaws verified, and some of trio_bocaws's
+    fixes to it are off: the message names the version and what is lost."""
+
+
+_WS: Final = "hypercorn.protocol.ws_stream"
+_H2: Final = "hypercorn.protocol.h2"
+_ISSUE_127: Final = "https://github.com/pgjones/hypercorn/issues/127"
+
+PATCHES: Final[tuple[Patch, ...]] = (
+    Patch(
+        name="stream status",
+        module="hypercorn.trio.task_group",
+        owner="TaskGroup",
+        attribute="spawn_app",
+        replace=_stream.spawn_app,
+        why="Gives every WebSocket scope a StreamStatus (trio_bocaws._stream_status) before "
+        "the app runs, so the app can learn the client's close code before it reads it.",
+        upstream=_ISSUE_127,
+        checked_by=("test_the_stream_status_has_the_clients_close_before_the_app_reads_it",),
+        written_for={"0.17.3": "57bdaea3a78ecf44", "0.18.0": "6afd191eb0de768f"},
+    ),
+    Patch(
+        name="client close code",
+        module=_WS,
+        owner="WSStream",
+        attribute="_send_wsproto_event",
+        replace=_stream.send_wsproto_event,
+        why="hypercorn answers the client's close frame but tells the app 1006; the code "
+        "and reason it answered with are recorded in the stream's status.",
+        upstream=_ISSUE_127,
+        checked_by=("test_the_app_sees_the_clients_close_code",),
+        written_for={"0.17.3": "8b3501777e544ecf", "0.18.0": "8b3501777e544ecf"},
+    ),
+    Patch(
+        name="close report",
+        module=_WS,
+        owner="WSStream",
+        attribute="handle",
+        replace=_stream.handle,
+        why="Reports the recorded close to the app (not 1006), reads on to the client's "
+        "close after an oversized message (else the stream never ends), and cancels the "
+        "ping task with the stream (else a shutdown waits up to a ping interval).",
+        upstream=_ISSUE_127,
+        checked_by=(
+            "test_an_oversized_message_followed_by_a_close_ends_the_connection",
+            "test_the_app_sees_the_clients_close_code",
+        ),
+        written_for={"0.17.3": "9bda7973c5f78486", "0.18.0": "511313c93962a5d5"},
+        depends_on=(f"{_WS}:WSStream._handle_events",),
+    ),
+    Patch(
+        name="send on a closed stream raises",
+        module=_WS,
+        owner="WSStream",
+        attribute="app_send",
+        replace=_stream.app_send,
+        why="hypercorn drops a send on a closed stream without yielding: a loop that only "
+        "sends never learns the client left, and spins, starving the worker.",
+        upstream="",
+        checked_by=("test_a_send_only_loop_raises_once_the_client_drops",),
+        written_for={"0.17.3": "7ac2771131b81ecc", "0.18.0": "a89f9e131cd7bab5"},
+    ),
+    Patch(
+        name="ping task ends with the stream",
+        module=_WS,
+        owner="WSStream",
+        attribute="_send_pings",
+        replace=_stream.send_pings,
+        why="The ping task sleeps out its interval before it sees the stream closed, and "
+        "a graceful shutdown waits for it.",
+        upstream="",
+        checked_by=("test_a_closed_connections_ping_task_ends_with_it",),
+        written_for={"0.17.3": "e578e2db2f7905fb", "0.18.0": "e578e2db2f7905fb"},
+    ),
+    Patch(
+        name="bad frames answered with a close frame",
+        module=_WS,
+        owner="",
+        attribute="Connection",
+        replace=_stream.answering_connection,
+        why="When wsproto rejects a frame (invalid UTF-8: 1007, a protocol error: 1002) "
+        "hypercorn drops the TCP connection without a close frame; client and app see 1006.",
+        upstream="",
+        checked_by=("test_invalid_utf8_gets_1007",),
+        written_for={"0.17.3": "e1b735e2438d9bf3", "0.18.0": "e1b735e2438d9bf3"},
+        depends_on=(f"{_WS}:WSStream._handle_events",),
+        fingerprint_target=False,
+    ),
+    Patch(
+        name="message size in bytes",
+        module=_WS,
+        owner="WebsocketBuffer",
+        attribute="extend",
+        replace=_stream.extend,
+        why="hypercorn compares websocket_max_message_size with characters for text: a "
+        "1.5 MB UTF-8 text passed a 1 MiB limit.",
+        upstream="",
+        checked_by=("test_a_text_over_the_limit_in_bytes_gets_1009",),
+        written_for={"0.17.3": "15dd4e1e13716049", "0.18.0": "15dd4e1e13716049"},
+    ),
+    Patch(
+        name="close racing a send",
+        module="hypercorn.trio.tcp_server",
+        owner="TCPServer",
+        attribute="_close",
+        replace=_tcp.close,
+        why="hypercorn's close holds the stream across a checkpoint; a send racing it fails "
+        "with BusyResourceError, which stopped the worker.",
+        upstream="",
+        checked_by=("test_closing_while_a_send_starts_never_makes_the_send_busy",),
+        written_for={"0.17.3": "853ecf392d7ad739", "0.18.0": "853ecf392d7ad739"},
+    ),
+    Patch(
+        name="write timeout",
+        module="hypercorn.trio.tcp_server",
+        owner="TCPServer",
+        attribute="__init__",
+        replace=_tcp.init,
+        why="hypercorn's writes cannot be cancelled: a client that stops reading holds a "
+        "send, and a shutdown, for ever. TCP_USER_TIMEOUT has the kernel drop it.",
+        upstream="",
+        checked_by=("test_a_client_that_stops_reading_is_dropped",),
+        written_for={"0.17.3": "cd04359cc4b11621", "0.18.0": "6baac0c4781c5af3"},
+    ),
+    Patch(
+        name="one connection's error stays in it",
+        module="hypercorn.trio.tcp_server",
+        owner="TCPServer",
+        attribute="run",
+        replace=_tcp.run,
+        why="An exception other than OSError while serving one connection escaped into "
+        "the server's nursery, which cancelled every connection and stopped the worker.",
+        upstream="https://github.com/pgjones/hypercorn/issues/327",
+        checked_by=("tests/test_isolation.py",),
+        written_for={"0.17.3": "05a91832ee2c0e66", "0.18.0": "de5feb8a19f69f09"},
+    ),
+    Patch(
+        name="DATA for a dropped HTTP/2 stream",
+        module="hypercorn.protocol.h2",
+        owner="H2Protocol",
+        attribute="_handle_events",
+        replace=_h2.handle_events,
+        why="DATA on a stream hypercorn has forgotten (a refused handshake, a 404, a view "
+        "that closed first) raised KeyError, and stopped the worker.",
+        upstream="https://github.com/pgjones/hypercorn/issues/329",
+        checked_by=("tests/test_isolation.py",),
+        written_for={"0.17.3": "b94b609b8eeed218", "0.18.0": "ea29f11411f595f0"},
+    ),
+    Patch(
+        name="HTTP/2 stream buffer bounded",
+        module=_H2,
+        owner="",
+        attribute="StreamBuffer",
+        replace=_h2_websockets.bounded_stream_buffer,
+        why="A stream's buffer released its sender whenever it found the stream's window "
+        "shut, so a client that stopped reading one stream let it grow without limit "
+        "(about 220 MB in 2 s), and no send ever blocked.",
+        upstream="",
+        checked_by=("test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",),
+        written_for={"0.17.3": "09fcc5564b133d09", "0.18.0": "6ac4cb02d2a9c5a6"},
+    ),
+    Patch(
+        name="write timeout per HTTP/2 stream",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="_send_data",
+        replace=_h2_websockets.send_data,
+        why="A client can stop reading one stream while its connection flows on, so "
+        "TCP_USER_TIMEOUT never fires: a stream whose window stays shut for the write "
+        "timeout is reset (CANCEL) and its app told the client is gone (1006).",
+        upstream="",
+        checked_by=("test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",),
+        written_for={"0.17.3": "5c537e3ce55a668f", "0.18.0": "5c537e3ce55a668f"},
+    ),
+    Patch(
+        name="HTTP/2 sends released when the connection stops sending",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="send_task",
+        replace=_h2_websockets.send_task,
+        why="Once the connection's send task ended, a send waiting on a stream's buffer "
+        "waited out its whole timeout: a shutdown took 5.2 s against a graceful_timeout of 3.",
+        upstream="",
+        checked_by=("test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",),
+        written_for={"0.17.3": "4cb49c550af20631", "0.18.0": "8daee4a76905710d"},
+    ),
+    Patch(
+        name="a WebSocket's HTTP/2 stream ended on both sides",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="_close_stream",
+        replace=_h2_websockets.close_stream,
+        why="A WebSocket closed by the client (or over the size limit) left its stream half "
+        "open on the server's side: after 100 of them a connection could open no more.",
+        upstream="",
+        checked_by=("test_more_websockets_than_the_stream_limit_over_one_connection",),
+        written_for={"0.17.3": "1df5677fd9208060", "0.18.0": "1df5677fd9208060"},
+    ),
+    Patch(
+        name="HTTP/2 connection open until its WebSockets end",
+        module=_WS,
+        owner="WSStream",
+        attribute="idle",
+        replace=_h2_websockets.websocket_idle,
+        why="A WebSocket stream counted as idle once its app sent websocket.close, so at "
+        "shutdown the shared connection was closed (GOAWAY) before the other streams' 1001 "
+        "close frames went out: they saw 1006.",
+        upstream="",
+        checked_by=("test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",),
+        written_for={"0.17.3": "0d29061f62e6ea8c", "0.18.0": "8655002286ee595b"},
+        depends_on=(f"{_WS}:WSStream.idle.fget", f"{_H2}:H2Protocol.stream_send"),
+        fingerprint_target=False,
+    ),
+    Patch(
+        name="no h2c upgrade when HTTP/2 is off",
+        module="hypercorn.protocol.h11",
+        owner="H11Protocol",
+        attribute="_check_protocol",
+        replace=_h2_websockets.check_protocol,
+        why="hypercorn took up HTTP/2 on the plain port whatever its ALPN list said; with "
+        "'h2' not in alpn_protocols (ServerConfig(http2=False)) an Upgrade: h2c is ignored.",
+        upstream="",
+        checked_by=("test_http2_off_refuses_the_preface_and_ignores_h2c",),
+        written_for={"0.17.3": "52b984ed3c6e7982", "0.18.0": "bfb2a85398d88c5b"},
+    ),
+    Patch(
+        name="HTTP/2 preface refused when HTTP/2 is off",
+        module="hypercorn.protocol",
+        owner="",
+        attribute="H2Protocol",
+        replace=_h2_websockets.h2_protocol,
+        why="With 'h2' not in alpn_protocols, a client's HTTP/2 preface on the plain port "
+        "gets 505 and the connection is closed, instead of HTTP/2.",
+        upstream="",
+        checked_by=("test_http2_off_refuses_the_preface_and_ignores_h2c",),
+        written_for={"0.17.3": "e266f9aa6242c60e", "0.18.0": "4d1e1ebf004569fc"},
+        depends_on=("hypercorn.protocol:ProtocolWrapper",),
+        fingerprint_target=False,
+    ),
+    Patch(
+        name="runner features under hypercorn's command line",
+        module="hypercorn.trio.run",
+        owner="",
+        attribute="worker_serve",
+        replace=_worker.worker_serve,
+        why="Under `hypercorn --worker-class trio module:app` importing the app is the only "
+        "hook: open WebSockets hear of the shutdown at once, and SIGTERM in a worker "
+        "process starts it.",
+        upstream="",
+        checked_by=("test_echo_example_under_each_command_line",),
+        written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
+    ),
+    Patch(
+        name="runner features under hypercorn.trio.serve",
+        module="hypercorn.trio",
+        owner="",
+        attribute="worker_serve",
+        replace=_worker.worker_serve,
+        why="hypercorn.trio.serve looks worker_serve up in its own module.",
+        upstream="",
+        checked_by=("test_shutdown_notice_under_hypercorn_trio_serve",),
+        written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
+    ),
+)
+
+_applied: list[Applied] = []
+_skipped: list[Patch] = []
+_warned: set[str] = set()
+
+
+def hypercorn_version() -> str:
+    """The installed hypercorn's version."""
+    try:
+        return version("hypercorn")
+    except PackageNotFoundError:  # pragma: no cover - hypercorn is a dependency
+        return "(unknown)"
+
+
+VERIFIED_VERSIONS: Final = frozenset(found for patch in PATCHES for found in patch.written_for)
+"""hypercorn releases whose code these fixes were written for and tested on."""
+
+
+def installed() -> bool:
+    """Whether :func:`install` has put the fixes in place (those this hypercorn allows)."""
+    return bool(_applied)
+
+
+def skipped() -> tuple[Patch, ...]:
+    """The patches :func:`install` left out, their target's code being unknown to them."""
+    return tuple(_skipped)
+
+
+def install(patches: Sequence[Patch] | None = None) -> bool:
+    """Apply every patch whose target is the code it was written for.
+
+    Args:
+        patches: The records to apply (:data:`PATCHES`; another list in tests).
+
+    Returns:
+        Whether every patch is in place (also when they already were).
+    """
+    if _applied:
+        return not _skipped
+    for patch in PATCHES if patches is None else patches:
+        current = patch.current()
+        if not patch.matches(current):
+            _skipped.append(patch)
+            continue
+        setattr(patch.holder(), patch.attribute, patch.replace(current))
+        _applied.append(Applied(patch, current))
+    if _skipped:
+        _warn_once()
+    return not _skipped
+
+
+def uninstall() -> None:
+    """Put hypercorn's own code back, in the reverse order."""
+    while _applied:
+        done = _applied.pop()
+        setattr(done.patch.holder(), done.patch.attribute, done.original)
+    _skipped.clear()
+
+
+def original(module: str, attribute: str, owner: str = "") -> object:
+    """hypercorn's own version of a patched attribute (or the attribute, if not patched)."""
+    for done in _applied:
+        patch = done.patch
+        if (patch.module, patch.owner, patch.attribute) == (module, owner, attribute):
+            return done.original
+    return Patch(
+        name="",
+        module=module,
+        owner=owner,
+        attribute=attribute,
+        replace=lambda found: found,
+        why="",
+        upstream="",
+        checked_by=(),
+        written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
+    ).current()
+
+
+def _warn_once() -> None:
+    found = hypercorn_version()
+    lost = "; ".join(f"{patch.name} ({patch.target}): {patch.why}" for patch in _skipped)
+    message = (
+        f"hypercorn {found} is not a version trio_bocaws verified "
+        f"({', '.join(sorted(VERIFIED_VERSIONS))}), and its code differs where "
+        f"{len(_skipped)} of trio_bocaws's {len(_skipped) + len(_applied)} fixes apply; "
+        f"these are off: {lost}"
+    )
+    if found in VERIFIED_VERSIONS:
+        message = message.replace("is not a version trio_bocaws verified", "is modified")
+    if message in _warned:
+        return
+    _warned.add(message)
+    logger.warning("%s", message)
+    warnings.warn(message, HypercornCompatibilityWarning, stacklevel=4)

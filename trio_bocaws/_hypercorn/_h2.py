@@ -1,0 +1,63 @@
+"""Replacements for hypercorn's HTTP/2 connection (``hypercorn.protocol.h2.H2Protocol``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h2.errors
+import h2.events
+import h2.exceptions
+
+__all__ = ["handle_events"]
+
+
+def handle_events(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``H2Protocol._handle_events``: DATA for a stream hypercorn has dropped is answered,
+    not looked up.
+
+    hypercorn forgets a stream once its response is complete (a refused WebSocket, a view
+    that closed first, a 404), while the client may still be sending on it: RFC 9113
+    allows DATA on a stream that is half-closed for the server. hypercorn looks the stream
+    up with ``self.streams[stream_id]``, and the ``KeyError`` ended the connection, and
+    with it the worker. Here such DATA is acknowledged (its bytes count against the
+    connection's flow-control window, which would otherwise shrink for good) and the
+    stream is reset with NO_ERROR: "stop sending, the response is complete" (RFC 9113,
+    section 8.1). While the server's response is still going out, the DATA is only
+    acknowledged, so that the reset cannot cut the response short.
+    """
+
+    def _handle_events(self: Any, events: list[Any]) -> Awaitable[None]:
+        streams = self.streams
+        for event in events:
+            if type(event) is h2.events.DataReceived and event.stream_id not in streams:
+                return in_order(self, events)
+        return original(self, events)  # every DATA has its stream: the usual case
+
+    async def in_order(self: Any, events: list[Any]) -> None:
+        # A stream comes to exist while hypercorn handles its request's headers, which may
+        # come in the same read as its DATA: look each DATA's stream up after the events
+        # before it were handled.
+        batch: list[Any] = []
+        for event in events:
+            if type(event) is h2.events.DataReceived and event.stream_id not in self.streams:
+                if batch:
+                    await original(self, batch)
+                    batch = []
+                if event.stream_id not in self.streams:
+                    _drop(self, event)
+                    continue
+            batch.append(event)
+        await original(self, batch)  # and flushes what _drop queued
+
+    return _handle_events
+
+
+def _drop(protocol: Any, event: Any) -> None:
+    connection = protocol.connection
+    connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+    if event.stream_id not in protocol.stream_buffers:  # our response has gone out
+        # h2 may consider the stream closed already (a reset crossed this DATA).
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            connection.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
