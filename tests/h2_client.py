@@ -319,9 +319,10 @@ class H2WebSocket:
                 self._inbox_send.close()
 
     def _answer(self, data: bytes, *, end: bool) -> None:
-        # Sent by the reader task (it flushes after each read); a few bytes, so a shut
-        # window only drops them, as a client that stopped reading would.
-        with suppress(h2.exceptions.FlowControlError, h2.exceptions.StreamClosedError):
+        # Sent by the reader task (it flushes after each read). A few bytes, dropped when
+        # they cannot go: a shut window (as a client that stopped reading would), the
+        # stream reset, or a GOAWAY that came in the same read (h2 then refuses to send).
+        with suppress(h2.exceptions.ProtocolError):
             self._connection._h2.send_data(self.stream_id, data, end_stream=end)
 
     def _end(self) -> None:
