@@ -188,6 +188,8 @@ class H2Connection:
                 elif event.flow_controlled_length:
                     # The connection's credit only: the other streams must go on.
                     self._h2.increment_flow_control_window(event.flow_controlled_length)
+                    if self._h2.remote_flow_control_window(event.stream_id) <= 0:
+                        state.websocket.window_shut.set()
         elif isinstance(event, h2.events.StreamEnded):
             self._end(self._streams[event.stream_id])
         elif isinstance(event, h2.events.StreamReset):
@@ -279,6 +281,9 @@ class H2WebSocket:
     def __init__(self, connection: H2Connection, stream_id: int, state: _Stream) -> None:
         self.stream_id = stream_id
         self.reading = True
+        self.window_shut = trio.Event()
+        """Set once the server has used up this stream's window after :meth:`stop_reading`:
+        from then on it cannot send on it."""
         self._connection = connection
         self._state = state
         self._frames = Connection(ConnectionType.CLIENT)

@@ -31,6 +31,7 @@ from .h2_client import H2Connection, NotHTTP2, Rejected, StreamClosed, open_h2_c
 
 TIMEOUT = 5
 
+
 def echo_app(seen: list[tuple[str, str]] | None = None, **config: Any) -> App:
     """Echo routes for text and bytes; each records its scope's HTTP version and scheme."""
     app = App(config=AppConfig(**config))
@@ -276,6 +277,41 @@ async def test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on(
     # What was sent fits in the stream's window (64 KiB) and its buffer (two frames),
     # give or take what the view sent after the reset and before it was told.
     assert sent <= 64 * 1024 + 2 * 16384 + 64 * 4096, sent
+
+
+async def test_a_connection_closed_with_a_stalled_stream_ends_at_once() -> None:
+    """The client stops reading one stream, then drops the whole connection: the view's
+    blocked send returns and the view sees 1006, and nothing of the connection waits for
+    the (long) write timeout, so the shutdown after it is quick."""
+    outcomes: list[int] = []
+    ended = trio.Event()
+    app = App()
+
+    @app.websocket_route("/firehose", value_type="bytes", caught_close_codes=())
+    async def firehose(ws: WebSocket) -> None:
+        try:
+            while True:
+                await ws.send(b"x" * 4096)
+        except WebSocketDisconnect as exc:
+            outcomes.append(exc.code)
+        finally:
+            ended.set()
+
+    config = ServerConfig(
+        bind="127.0.0.1:0", write_timeout=60, graceful_timeout=60, log_level="warning"
+    )
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            async with open_h2_connection(url) as connection:
+                ws = await connection.websocket("/firehose")
+                ws.stop_reading()
+                await ws.window_shut.wait()  # the server has more for it, and must wait
+            await ended.wait()  # the blocked send returned
+            # Then the server stops, and must not wait for the 60 s write timeout.
+            stop.set()
+    assert outcomes == [1006]
 
 
 # -- Shutdown --------------------------------------------------------------------------------

@@ -216,7 +216,10 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="Once the connection's send task ended, a send waiting on a stream's buffer "
         "waited out its whole timeout: a shutdown took 5.2 s against a graceful_timeout of 3.",
         upstream="",
-        checked_by=("test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",),
+        checked_by=(
+            "test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",
+            "test_a_connection_closed_with_a_stalled_stream_ends_at_once",
+        ),
         written_for={"0.17.3": "4cb49c550af20631", "0.18.0": "8daee4a76905710d"},
     ),
     Patch(

@@ -48,9 +48,9 @@ __all__ = [
 ]
 
 # Per connection (an H2Protocol instance): stream id -> when its window shut with data
-# waiting, and whether the task that watches them is running.
+# waiting, and the cancel scope of the task that watches them, while it runs.
 _STALLS: Final = "_trio_bocaws_stalls"
-_WATCHING: Final = "_trio_bocaws_watching"
+_WATCHER: Final = "_trio_bocaws_watcher"
 
 _VERSION_NOT_SUPPORTED: Final = (
     b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -133,8 +133,8 @@ def send_data(original: Callable[[Any, int], Awaitable[None]]) -> Callable[..., 
                 setattr(self, _STALLS, stalls)
             if stream_id not in stalls:
                 stalls[stream_id] = trio.current_time()
-                if not getattr(self, _WATCHING, False) and _write_timeout():
-                    setattr(self, _WATCHING, True)
+                if getattr(self, _WATCHER, None) is None and _write_timeout():
+                    setattr(self, _WATCHER, trio.CancelScope())
                     self.task_group.spawn(watch_stalled_streams, self)
         elif stalls:
             stalls.pop(stream_id, None)
@@ -150,44 +150,49 @@ async def watch_stalled_streams(protocol: Any) -> None:
 
     The reset stream's application receives ``websocket.disconnect`` (1006) and its
     blocked send returns; the client sees RST_STREAM with CANCEL. Other streams go on.
+    :func:`send_task` cancels this task when the connection stops sending, so that it never
+    keeps a closed connection's tasks waiting.
     """
     from hypercorn.protocol.events import StreamClosed
 
     timeout = _write_timeout()
     stalls: dict[int, float] = getattr(protocol, _STALLS)
     try:
-        while stalls and timeout is not None and not protocol.closed:
-            stream_id, since = min(stalls.items(), key=lambda item: item[1])
-            if trio.current_time() < since + timeout:
-                await trio.sleep_until(since + timeout)
-                continue
-            del stalls[stream_id]
-            await _reset(protocol, stream_id)
-            # Closes the application's side, and the connection if it was the last stream
-            # of a server that is shutting down, as the end of any stream does.
-            await protocol.stream_send(StreamClosed(stream_id=stream_id))
+        with getattr(protocol, _WATCHER):
+            while stalls and timeout is not None and not protocol.closed:
+                stream_id, since = min(stalls.items(), key=lambda item: item[1])
+                if trio.current_time() < since + timeout:
+                    await trio.sleep_until(since + timeout)
+                    continue
+                del stalls[stream_id]
+                if await _reset(protocol, stream_id):
+                    # Tells the application, and closes the connection if this was the last
+                    # stream of a server that is shutting down, as the end of any stream does.
+                    await protocol.stream_send(StreamClosed(stream_id=stream_id))
     finally:
-        setattr(protocol, _WATCHING, False)
+        setattr(protocol, _WATCHER, None)
 
 
-async def _reset(protocol: Any, stream_id: int) -> None:
+async def _reset(protocol: Any, stream_id: int) -> bool:
+    """Reset a stream (CANCEL) and release its sender; ``False`` if it had ended already."""
     import h2.errors
 
     try:
         protocol.connection.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
-    except h2.exceptions.H2Error:  # already closed: nothing to reset
-        return
+    except h2.exceptions.H2Error:  # the stream has ended meanwhile: nothing to reset
+        return False
     buffer = protocol.stream_buffers.get(stream_id)
     if isinstance(buffer, BoundedStreamBuffer):
         buffer.abandon()  # its sender returns now; the send task forgets the buffer
     await protocol._flush()
     await protocol._window_updated(stream_id)
+    return True
 
 
 def send_task(original: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
     """Replaces ``H2Protocol.send_task`` (one per connection): hypercorn's, then, however it
     ends (the connection closed, or the graceful timeout cancelled it), every stream buffer
-    is abandoned.
+    is abandoned and the task of :func:`watch_stalled_streams` cancelled.
 
     Why: a stream's send waits for this task to take its data (``push`` at the high water
     mark, ``drain`` for the end of the stream). Once the task has ended nobody does, so an
@@ -203,6 +208,9 @@ def send_task(original: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awa
             for buffer in list(self.stream_buffers.values()):
                 if isinstance(buffer, BoundedStreamBuffer):
                     buffer.abandon()
+            watcher = getattr(self, _WATCHER, None)
+            if watcher is not None:
+                watcher.cancel()
 
     return _send_task
 
