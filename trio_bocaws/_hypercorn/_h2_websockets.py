@@ -32,6 +32,7 @@ from typing import Any, Final
 import h2.exceptions
 import trio
 from hypercorn.protocol.h2 import BUFFER_HIGH_WATER, BufferCompleteError, StreamBuffer
+from priority.priority import MissingStreamError
 
 from ._worker import current_options
 
@@ -238,7 +239,7 @@ def close_stream(original: Callable[[Any, int], Awaitable[None]]) -> Callable[..
             and isinstance(self.streams.get(stream_id), WSStream)
         ):
             buffer.set_complete()
-            with contextlib.suppress(Exception):  # priority.MissingStreamError: no data
+            with contextlib.suppress(MissingStreamError):  # it never had data
                 self.priority.unblock(stream_id)
         return original(self, stream_id)  # wakes the send task
 
