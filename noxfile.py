@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -22,12 +25,29 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report", f"--fail-under={COVERAGE_GATE}")
 
 
+# trio_bocaws.hypercorn_fixes.VERIFIED_VERSIONS (a test checks that they agree).
+HYPERCORN_VERSIONS = ["0.17.3", "0.18.0"]
+
+
 @nox.session
-@nox.parametrize("hypercorn", ["0.17.3", "0.18.0"])
+@nox.parametrize("hypercorn", HYPERCORN_VERSIONS)
 def hypercorn_versions(session: nox.Session, hypercorn: str) -> None:
-    """The suite on each hypercorn version the fixes are verified for."""
-    session.install("-e", ".[test]", f"hypercorn=={hypercorn}")
+    """The suite on each hypercorn version the fixes are verified for, with CI's
+    constraints for everything else."""
+    session.install("-e", ".[test]", "-c", _constraints_with(session, hypercorn=hypercorn))
     session.run("pytest", *session.posargs)
+
+
+def _constraints_with(session: nox.Session, **pins: str) -> str:
+    """constraints.txt with some pins changed, as a file in the session's temporary
+    directory (pip cannot take two constraints for one package)."""
+    lines = []
+    for line in Path("constraints.txt").read_text(encoding="utf-8").splitlines():
+        name = re.split(r"[=<>!~ ;\[]", line, maxsplit=1)[0].strip().lower()
+        lines.append(f"{name}=={pins[name]}" if name in pins else line)
+    path = Path(session.create_tmp()) / "constraints.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
 
 
 @nox.session

@@ -422,3 +422,28 @@ async def test_a_text_over_the_limit_in_bytes_gets_1009(serve: Serve) -> None:
         await done.wait()
     assert close_code(closed) == 1009
     assert seen == [1009]
+
+
+def test_every_fix_names_tests_that_exist() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    for patch in _hypercorn.PATCHES:
+        for check in patch.checked_by:
+            path, _, name = check.partition("::")
+            source = (root / path).read_text(encoding="utf-8")
+            assert not name or f"def {name}(" in source, (patch.name, check)
+
+
+def test_the_nox_session_runs_every_verified_version() -> None:
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parent.parent / "noxfile.py").read_text(encoding="utf-8"))
+    [versions] = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(getattr(target, "id", "") == "HYPERCORN_VERSIONS" for target in node.targets)
+    ]
+    assert set(versions) == hypercorn_fixes.VERIFIED_VERSIONS

@@ -21,7 +21,8 @@ import trio
 
 from trio_bocaws import App, AppConfig, WebSocket
 
-from .conftest import Server, connect
+from .conftest import Server, connect, raw_connection
+from .conftest import masked_frame as conftest_masked_frame
 from .h2_raw import H2Raw, masked_frame
 
 Serve = Callable[..., Awaitable[Server]]
@@ -49,7 +50,9 @@ def _port(server: Server) -> int:
 
 
 @asynccontextmanager
-async def _bystander(server: Server) -> AsyncIterator[list[int]]:
+async def _bystander(
+    server: Server, origin: bytes | None = b"https://good.example"
+) -> AsyncIterator[list[int]]:
     """An HTTP/1.1 WebSocket echoing in a loop for the block; yields the echo count.
     After the block it must still echo, and a new connection must be served."""
     echoes = [0]
@@ -73,7 +76,7 @@ async def _bystander(server: Server) -> AsyncIterator[list[int]]:
         assert await newcomer.get_message() == "new"
     h2_newcomer = await H2Raw.open(_port(server))
     async with h2_newcomer.stream:
-        stream_id = h2_newcomer.websocket("/echo", [(b"origin", b"https://good.example")])
+        stream_id = h2_newcomer.websocket("/echo", [(b"origin", origin)] if origin else [])
         await h2_newcomer.flush()
         assert await h2_newcomer.response(stream_id) == 200
 
@@ -203,3 +206,93 @@ async def test_a_bug_in_one_connection_is_logged_once_and_ends_only_it(
     assert record.name == "trio_bocaws"
     assert peer in record.getMessage()
     assert "secret-token" not in caplog.text
+
+
+async def test_a_bug_under_http2_ends_that_connection_with_goaway(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hypercorn.protocol.h2 import H2Protocol
+
+    own_create = H2Protocol._create_stream
+
+    async def create(self: Any, request: Any) -> None:
+        if (b":path", b"/boom") in request.headers:
+            raise RuntimeError("a bug in the HTTP/2 layer")
+        await own_create(self, request)
+
+    monkeypatch.setattr(H2Protocol, "_create_stream", create)
+    server = await serve(_app())
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO):
+        async with _bystander(server):
+            client = await H2Raw.open(_port(server))
+            async with client.stream:
+                client.websocket("/boom", [(b"origin", b"https://good.example")])
+                await client.flush()
+                ended = await client.wait_for(
+                    lambda event: isinstance(event, h2.events.ConnectionTerminated)
+                )
+    assert ended.error_code == h2.errors.ErrorCodes.INTERNAL_ERROR
+    assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 1
+
+
+async def test_a_bug_in_one_websocket_closes_it_with_1011(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hypercorn.events import RawData
+    from hypercorn.protocol.h11 import H11Protocol
+
+    own_handle = H11Protocol.handle
+
+    async def handle(self: Any, event: Any) -> None:
+        if isinstance(event, RawData) and b"boom" in event.data:  # unmasked by a zero mask
+            raise RuntimeError("a bug in the WebSocket layer")
+        await own_handle(self, event)
+
+    monkeypatch.setattr(H11Protocol, "handle", handle)
+    server = await serve(_app())
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO):
+        async with _bystander(server):
+            stream = await raw_connection(server.url, "/echo")
+            async with stream:
+                await stream.send_all(conftest_masked_frame(0x1, b"boom"))
+                received = b""
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while chunk := await stream.receive_some():
+                        received += chunk
+    assert received.startswith(b"\x88\x02\x03\xf3")  # a close frame, 1011
+    assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["trio_bocaws", "examples.echo:app", "--bind", "127.0.0.1:0"],
+        ["hypercorn", "--worker-class", "trio", "-b", "127.0.0.1:0", "examples.echo:app"],
+    ],
+    ids=["trio_bocaws", "hypercorn"],
+)
+async def test_each_command_line_survives_data_after_the_end(command: list[str]) -> None:
+    """The guard and the HTTP/2 fix hold in worker processes too: there, importing the
+    app (and so trio_bocaws) is the only hook."""
+    from .subprocesses import server_process
+
+    async with server_process(command) as process:
+        server = Server(process.url, trio.Event(), trio.Event())
+        with trio.fail_after(TIMEOUT):
+            async with _bystander(server, origin=None):
+                client = await H2Raw.open(_port(server))
+                async with client.stream:
+                    stream_id = client.request(
+                        [
+                            (b":method", b"POST"),
+                            (b":scheme", b"http"),
+                            (b":path", b"/nowhere"),
+                            (b":authority", b"127.0.0.1"),
+                        ],
+                        end_stream=False,
+                    )
+                    await client.flush()
+                    assert await client.response(stream_id) == 404
+                    answer = await _data_after_the_end(client, stream_id, b"more body")
+                    assert isinstance(answer, h2.events.StreamReset), process.log()
+        assert await process.stop() == 0

@@ -164,3 +164,64 @@ def test_root_path_is_validated_and_passed_to_hypercorn() -> None:
     for bad in ("chat", "/chat/", 7):
         with pytest.raises(ValueError, match="root_path"):
             ServerConfig(root_path=bad)  # type: ignore[arg-type]
+
+
+async def test_one_serve_is_one_worker_with_one_shutdown_signal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """serve() once wrapped hypercorn twice (its own wrapper, then the patched
+    worker_serve): two ServerShutdown objects, two collector settings."""
+    from trio_bocaws._shutdown import ServerShutdown
+
+    made: list[ServerShutdown] = []
+    own_init = ServerShutdown.__init__
+
+    def counted(self: ServerShutdown) -> None:
+        own_init(self)
+        made.append(self)
+
+    monkeypatch.setattr(ServerShutdown, "__init__", counted)
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            config = ServerConfig(bind=("127.0.0.1:0",))
+            [url] = await nursery.start(
+                partial(serve, shutdown_trigger=stop.wait), echo_app(), config
+            )
+            async with connect(url + "/echo") as client:
+                await client.send_message("hi")
+                assert await client.get_message() == "hi"
+                stop.set()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await client.get_message()
+    assert close_of(closed) == (1001, "server shutting down")
+    assert len(made) == 1
+
+
+def test_our_options_are_not_hypercorns() -> None:
+    """hypercorn's Config carries hypercorn's settings only; ours travel on their own."""
+    config = ServerConfig(write_timeout=7.5, gc_full_threshold=50)
+    assert not [name for name in vars(config.to_hypercorn()) if "trio_bocaws" in name]
+    options = config.worker_options()
+    assert (options.write_timeout, options.gc_full_threshold, options.sigterm) == (7.5, 50, False)
+    assert config.worker_options(sigterm=True).sigterm
+
+
+async def test_hypercorn_trio_serve_gets_the_shutdown_notice() -> None:
+    """Under hypercorn.trio.serve (or its command line) importing trio_bocaws is the hook."""
+    import hypercorn.trio
+
+    hyper = ServerConfig(bind=("127.0.0.1:0",)).to_hypercorn()
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [bind] = await nursery.start(
+                partial(hypercorn.trio.serve, echo_app(), hyper, shutdown_trigger=stop.wait)
+            )
+            async with connect(bind.replace("http", "ws", 1) + "/echo") as client:
+                await client.send_message("hi")
+                assert await client.get_message() == "hi"
+                stop.set()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await client.get_message()
+    assert close_of(closed) == (1001, "server shutting down")

@@ -60,9 +60,10 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from ._hypercorn import VERIFIED_VERSIONS, HypercornCompatibilityWarning, installed, uninstall
-from ._hypercorn import install as _install
-from ._hypercorn._worker import DEFAULT_WRITE_TIMEOUT, WRITE_TIMEOUT_OPTION
+from . import _hypercorn
+from ._hypercorn import HypercornCompatibilityWarning, installed, uninstall
+from ._hypercorn._worker import DEFAULT_WRITE_TIMEOUT as _DEFAULT_WRITE_TIMEOUT
+from ._hypercorn._worker import WRITE_TIMEOUT_OPTION as _WRITE_TIMEOUT_OPTION
 
 __all__ = [
     "DEFAULT_WRITE_TIMEOUT",
@@ -78,6 +79,20 @@ __all__ = [
 ENVIRONMENT_VARIABLE: Final = "TRIO_BOCAWS_HYPERCORN_FIXES"
 """Set to ``0`` to stop ``import trio_bocaws`` from installing the fixes."""
 
+VERIFIED_VERSIONS: Final = _hypercorn.VERIFIED_VERSIONS
+"""hypercorn releases whose code these fixes were written for and tested on (each fix
+also checks its target's code, so another release keeps the fixes whose code it kept)."""
+
+DEFAULT_WRITE_TIMEOUT: Final = _DEFAULT_WRITE_TIMEOUT
+"""Seconds a connection may leave sent data unacknowledged (a client not reading) before
+the kernel drops it (fix 5). Long enough for a stalled mobile network to recover."""
+
+WRITE_TIMEOUT_OPTION: Final = _WRITE_TIMEOUT_OPTION
+"""The key of a hypercorn configuration file (``hypercorn --config``) that sets the write
+timeout under hypercorn's own command line (``None``: off)."""
+
+HypercornCompatibilityWarning.__module__ = __name__  # where users import it from
+
 
 def install() -> bool:
     """Install every fix whose target is the code it was written for (once).
@@ -85,11 +100,11 @@ def install() -> bool:
     Returns:
         Whether every fix is in place (also when they already were).
     """
-    return _install()
+    return _hypercorn.install()
 
 
 def install_unless_disabled() -> None:
     """What ``import trio_bocaws`` runs: install unless the environment says not to."""
     if os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() in {"0", "false", "no", "off"}:
         return
-    _install()
+    _hypercorn.install()

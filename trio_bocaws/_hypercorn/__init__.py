@@ -10,6 +10,7 @@ written for is left out, and a :class:`HypercornCompatibilityWarning` says so, o
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ class HypercornCompatibilityWarning(UserWarning):
 
 _WS: Final = "hypercorn.protocol.ws_stream"
 _H2: Final = "hypercorn.protocol.h2"
+_HTTP2_TESTS: Final = "tests/test_http2.py::"
 _ISSUE_127: Final = "https://github.com/pgjones/hypercorn/issues/127"
 
 PATCHES: Final[tuple[Patch, ...]] = (
@@ -51,7 +53,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="Gives every WebSocket scope a StreamStatus (trio_bocaws._stream_status) before "
         "the app runs, so the app can learn the client's close code before it reads it.",
         upstream=_ISSUE_127,
-        checked_by=("test_the_stream_status_has_the_clients_close_before_the_app_reads_it",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_the_stream_status_has_the_clients_close_before_the_app_reads_it",
+        ),
         written_for={"0.17.3": "57bdaea3a78ecf44", "0.18.0": "6afd191eb0de768f"},
     ),
     Patch(
@@ -63,7 +67,7 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn answers the client's close frame but tells the app 1006; the code "
         "and reason it answered with are recorded in the stream's status.",
         upstream=_ISSUE_127,
-        checked_by=("test_the_app_sees_the_clients_close_code",),
+        checked_by=("tests/test_hypercorn_fixes.py::test_the_app_sees_the_clients_close_code",),
         written_for={"0.17.3": "8b3501777e544ecf", "0.18.0": "8b3501777e544ecf"},
     ),
     Patch(
@@ -77,8 +81,8 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "ping task with the stream (else a shutdown waits up to a ping interval).",
         upstream=_ISSUE_127,
         checked_by=(
-            "test_an_oversized_message_followed_by_a_close_ends_the_connection",
-            "test_the_app_sees_the_clients_close_code",
+            "tests/test_hypercorn_fixes.py::test_an_oversized_message_followed_by_a_close_ends_the_connection",
+            "tests/test_hypercorn_fixes.py::test_the_app_sees_the_clients_close_code",
         ),
         written_for={"0.17.3": "9bda7973c5f78486", "0.18.0": "511313c93962a5d5"},
         depends_on=(f"{_WS}:WSStream._handle_events",),
@@ -92,7 +96,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn drops a send on a closed stream without yielding: a loop that only "
         "sends never learns the client left, and spins, starving the worker.",
         upstream="",
-        checked_by=("test_a_send_only_loop_raises_once_the_client_drops",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_a_send_only_loop_raises_once_the_client_drops",
+        ),
         written_for={"0.17.3": "7ac2771131b81ecc", "0.18.0": "a89f9e131cd7bab5"},
     ),
     Patch(
@@ -104,7 +110,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="The ping task sleeps out its interval before it sees the stream closed, and "
         "a graceful shutdown waits for it.",
         upstream="",
-        checked_by=("test_a_closed_connections_ping_task_ends_with_it",),
+        checked_by=(
+            "tests/test_docs.py::test_with_or_without_pings_a_shutdown_does_not_wait_for_closed_connections",
+        ),
         written_for={"0.17.3": "e578e2db2f7905fb", "0.18.0": "e578e2db2f7905fb"},
     ),
     Patch(
@@ -116,7 +124,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="When wsproto rejects a frame (invalid UTF-8: 1007, a protocol error: 1002) "
         "hypercorn drops the TCP connection without a close frame; client and app see 1006.",
         upstream="",
-        checked_by=("test_invalid_utf8_gets_1007",),
+        checked_by=(
+            "tests/test_faults.py::test_invalid_utf8_in_a_text_frame_is_closed_with_1007",
+        ),
         written_for={"0.17.3": "e1b735e2438d9bf3", "0.18.0": "e1b735e2438d9bf3"},
         depends_on=(f"{_WS}:WSStream._handle_events",),
         fingerprint_target=False,
@@ -130,7 +140,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn compares websocket_max_message_size with characters for text: a "
         "1.5 MB UTF-8 text passed a 1 MiB limit.",
         upstream="",
-        checked_by=("test_a_text_over_the_limit_in_bytes_gets_1009",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_a_text_over_the_limit_in_bytes_gets_1009",
+        ),
         written_for={"0.17.3": "15dd4e1e13716049", "0.18.0": "15dd4e1e13716049"},
     ),
     Patch(
@@ -142,7 +154,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn's close holds the stream across a checkpoint; a send racing it fails "
         "with BusyResourceError, which stopped the worker.",
         upstream="",
-        checked_by=("test_closing_while_a_send_starts_never_makes_the_send_busy",),
+        checked_by=(
+            "tests/test_hypercorn_fixes.py::test_closing_while_a_send_starts_never_makes_the_send_busy",
+        ),
         written_for={"0.17.3": "853ecf392d7ad739", "0.18.0": "853ecf392d7ad739"},
     ),
     Patch(
@@ -154,7 +168,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn's writes cannot be cancelled: a client that stops reading holds a "
         "send, and a shutdown, for ever. TCP_USER_TIMEOUT has the kernel drop it.",
         upstream="",
-        checked_by=("test_a_client_that_stops_reading_is_dropped",),
+        checked_by=(
+            "tests/test_docs.py::test_a_client_that_stops_reading_is_dropped_after_the_write_timeout",
+        ),
         written_for={"0.17.3": "cd04359cc4b11621", "0.18.0": "6baac0c4781c5af3"},
     ),
     Patch(
@@ -168,6 +184,18 @@ PATCHES: Final[tuple[Patch, ...]] = (
         upstream="https://github.com/pgjones/hypercorn/issues/327",
         checked_by=("tests/test_isolation.py",),
         written_for={"0.17.3": "05a91832ee2c0e66", "0.18.0": "de5feb8a19f69f09"},
+    ),
+    Patch(
+        name="a failed connection says so",
+        module="hypercorn.trio.tcp_server",
+        owner="TCPServer",
+        attribute="_read_data",
+        replace=_tcp.read_data,
+        why="A connection that fails on the server was cut with no word: a GOAWAY "
+        "(HTTP/2) or a close frame 1011 (WebSocket) tells the client the server failed.",
+        upstream="",
+        checked_by=("tests/test_isolation.py",),
+        written_for={"0.17.3": "dae383aedcc40b53", "0.18.0": "7edcb73e64800681"},
     ),
     Patch(
         name="DATA for a dropped HTTP/2 stream",
@@ -191,7 +219,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "shut, so a client that stopped reading one stream let it grow without limit "
         "(about 220 MB in 2 s), and no send ever blocked.",
         upstream="",
-        checked_by=("test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",),
+        checked_by=(
+            f"{_HTTP2_TESTS}test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",
+        ),
         written_for={"0.17.3": "09fcc5564b133d09", "0.18.0": "6ac4cb02d2a9c5a6"},
     ),
     Patch(
@@ -204,7 +234,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "TCP_USER_TIMEOUT never fires: a stream whose window stays shut for the write "
         "timeout is reset (CANCEL) and its app told the client is gone (1006).",
         upstream="",
-        checked_by=("test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",),
+        checked_by=(
+            f"{_HTTP2_TESTS}test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",
+        ),
         written_for={"0.17.3": "5c537e3ce55a668f", "0.18.0": "5c537e3ce55a668f"},
     ),
     Patch(
@@ -217,8 +249,8 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "waited out its whole timeout: a shutdown took 5.2 s against a graceful_timeout of 3.",
         upstream="",
         checked_by=(
-            "test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",
-            "test_a_connection_closed_with_a_stalled_stream_ends_at_once",
+            f"{_HTTP2_TESTS}test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",
+            f"{_HTTP2_TESTS}test_a_connection_closed_with_a_stalled_stream_ends_at_once",
         ),
         written_for={"0.17.3": "4cb49c550af20631", "0.18.0": "8daee4a76905710d"},
     ),
@@ -231,7 +263,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="A WebSocket closed by the client (or over the size limit) left its stream half "
         "open on the server's side: after 100 of them a connection could open no more.",
         upstream="",
-        checked_by=("test_more_websockets_than_the_stream_limit_over_one_connection",),
+        checked_by=(
+            f"{_HTTP2_TESTS}test_more_websockets_than_the_stream_limit_over_one_connection",
+        ),
         written_for={"0.17.3": "1df5677fd9208060", "0.18.0": "1df5677fd9208060"},
     ),
     Patch(
@@ -244,7 +278,9 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "shutdown the shared connection was closed (GOAWAY) before the other streams' 1001 "
         "close frames went out: they saw 1006.",
         upstream="",
-        checked_by=("test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",),
+        checked_by=(
+            f"{_HTTP2_TESTS}test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",
+        ),
         written_for={"0.17.3": "0d29061f62e6ea8c", "0.18.0": "8655002286ee595b"},
         depends_on=(f"{_WS}:WSStream.idle.fget", f"{_H2}:H2Protocol.stream_send"),
         fingerprint_target=False,
@@ -258,7 +294,7 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="hypercorn took up HTTP/2 on the plain port whatever its ALPN list said; with "
         "'h2' not in alpn_protocols (ServerConfig(http2=False)) an Upgrade: h2c is ignored.",
         upstream="",
-        checked_by=("test_http2_off_refuses_the_preface_and_ignores_h2c",),
+        checked_by=(f"{_HTTP2_TESTS}test_http2_off_refuses_the_preface_and_ignores_h2c",),
         written_for={"0.17.3": "52b984ed3c6e7982", "0.18.0": "bfb2a85398d88c5b"},
     ),
     Patch(
@@ -270,7 +306,7 @@ PATCHES: Final[tuple[Patch, ...]] = (
         why="With 'h2' not in alpn_protocols, a client's HTTP/2 preface on the plain port "
         "gets 505 and the connection is closed, instead of HTTP/2.",
         upstream="",
-        checked_by=("test_http2_off_refuses_the_preface_and_ignores_h2c",),
+        checked_by=(f"{_HTTP2_TESTS}test_http2_off_refuses_the_preface_and_ignores_h2c",),
         written_for={"0.17.3": "e266f9aa6242c60e", "0.18.0": "4d1e1ebf004569fc"},
         depends_on=("hypercorn.protocol:ProtocolWrapper",),
         fingerprint_target=False,
@@ -285,7 +321,7 @@ PATCHES: Final[tuple[Patch, ...]] = (
         "hook: open WebSockets hear of the shutdown at once, and SIGTERM in a worker "
         "process starts it.",
         upstream="",
-        checked_by=("test_echo_example_under_each_command_line",),
+        checked_by=("tests/test_cli.py::test_echo_example_under_each_command_line",),
         written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
     ),
     Patch(
@@ -296,7 +332,7 @@ PATCHES: Final[tuple[Patch, ...]] = (
         replace=_worker.worker_serve,
         why="hypercorn.trio.serve looks worker_serve up in its own module.",
         upstream="",
-        checked_by=("test_shutdown_notice_under_hypercorn_trio_serve",),
+        checked_by=("tests/test_serve.py::test_hypercorn_trio_serve_gets_the_shutdown_notice",),
         written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
     ),
 )
@@ -365,17 +401,8 @@ def original(module: str, attribute: str, owner: str = "") -> object:
         patch = done.patch
         if (patch.module, patch.owner, patch.attribute) == (module, owner, attribute):
             return done.original
-    return Patch(
-        name="",
-        module=module,
-        owner=owner,
-        attribute=attribute,
-        replace=lambda found: found,
-        why="",
-        upstream="",
-        checked_by=(),
-        written_for={"0.17.3": "438f31e86ef9b93a", "0.18.0": "39ad1ae124e3feb2"},
-    ).current()
+    holder = importlib.import_module(module)
+    return getattr(holder, owner).__dict__[attribute] if owner else getattr(holder, attribute)
 
 
 def _warn_once() -> None:

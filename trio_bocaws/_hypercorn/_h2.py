@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import h2.errors
 import h2.events
 import h2.exceptions
+from h2.stream import StreamState
 
 __all__ = ["handle_events"]
+
+# The states of an h2 stream once the server's END_STREAM has been sent.
+_RESPONSE_ENDED: Final = frozenset({StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED})
 
 
 def handle_events(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -57,7 +61,8 @@ def handle_events(original: Callable[..., Awaitable[None]]) -> Callable[..., Awa
 def _drop(protocol: Any, event: Any) -> None:
     connection = protocol.connection
     connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-    if event.stream_id not in protocol.stream_buffers:  # our response has gone out
+    stream = connection.streams.get(event.stream_id)
+    if stream is None or stream.state_machine.state in _RESPONSE_ENDED:
         # h2 may consider the stream closed already (a reset crossed this DATA).
         with contextlib.suppress(h2.exceptions.ProtocolError):
             connection.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final
 
 import trio
-from hypercorn.protocol.events import Data, StreamClosed
+from hypercorn.protocol.events import Body, Data, StreamClosed
 from hypercorn.protocol.ws_stream import (
     ASGIWebsocketState,
     FrameTooLargeError,
@@ -103,7 +103,7 @@ def handle(original: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
                 return
 
     def handle(self: Any, event: Any) -> Awaitable[None]:
-        if type(event) is Data:
+        if type(event) is Data or type(event) is Body:  # over HTTP/1.1 or HTTP/2
             if self.state == _CONNECTED and (
                 self.buffer.length + len(event.data) > self.buffer.max_length
                 or self.connection.state is not _OPEN

@@ -17,7 +17,7 @@ from ._worker import current_options
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["close", "init", "run"]
+__all__ = ["close", "init", "read_data", "run"]
 
 logger = logging.getLogger("trio_bocaws")
 
@@ -84,6 +84,55 @@ def run(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[Non
             await _contain(self, errors, rest)
 
     return run
+
+
+def read_data(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``TCPServer._read_data``: before an error in the read loop ends the connection, tell
+    the client, where its protocol has a way to say it: GOAWAY (INTERNAL_ERROR) on HTTP/2,
+    a close frame (1011) on a WebSocket over HTTP/1.1.
+
+    Most errors a client can set off are raised here, while its bytes are handled. Once
+    per connection: nothing of this runs per message.
+    """
+
+    async def _read_data(self: Any) -> None:
+        try:
+            await original(self)
+        except Exception:
+            await _last_words(self)
+            raise
+
+    return _read_data
+
+
+async def _last_words(server: Any) -> None:
+    try:
+        data = _farewell(getattr(server, "protocol", None))
+        if data:
+            # Bounded: a client that does not read gets no farewell.
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                async with server.send_lock:
+                    await server.stream.send_all(data)
+    except Exception:  # the state that failed may fail again: close anyway
+        logger.debug("no farewell for a failed connection", exc_info=True)
+
+
+def _farewell(wrapper: Any) -> bytes:
+    """What the connection's protocol sends when the server fails it (or nothing)."""
+    import h2.connection
+    import h2.errors
+    from wsproto.connection import Connection, ConnectionState
+    from wsproto.events import CloseConnection
+
+    protocol = getattr(wrapper, "protocol", None)
+    connection = getattr(protocol, "connection", None)
+    if isinstance(connection, h2.connection.H2Connection):
+        connection.close_connection(error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
+        return connection.data_to_send()
+    websocket = getattr(getattr(protocol, "stream", None), "connection", None)
+    if isinstance(websocket, Connection) and websocket.state is ConnectionState.OPEN:
+        return websocket.send(CloseConnection(code=1011))
+    return b""
 
 
 async def _contain(self: Any, error: BaseException, rest: BaseException | None) -> None:
