@@ -7,15 +7,19 @@ page is saved to ``test-artifacts/chat.png``, also when the test fails.
 
 from __future__ import annotations
 
+import ssl
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import trio
+import trustme
+from trio_websocket import open_websocket_url
 
 from examples.chat import app as chat
+from trio_bocaws import App, ServerConfig, WebSocket, WebSocketDisconnect, serve
 from trio_bocaws.testing import serving
 
 from .browser import chromium, drive, require_browser
@@ -105,3 +109,119 @@ async def test_chat_page_two_people_talk_in_chromium() -> None:
     # The server has shut down: every view has ended and left its room.
     assert chat.hub.room(ROOM).members == 0
     assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# -- Many sockets over HTTP/2 (RFC 8441) ---------------------------------------------------
+
+# Opens SOCKETS WebSockets at once; the server closes the even ones, the page the odd ones.
+MANY_SOCKETS_PAGE = b"""<!doctype html>
+<meta charset="utf-8">
+<title>many sockets</title>
+<script>
+const SOCKETS = 12;
+window.closes = [];
+for (let i = 0; i < SOCKETS; i++) {
+  const closer = i % 2 ? "page" : "server";
+  const ws = new WebSocket(`wss://${location.host}/closed-by-${closer}`);
+  ws.onopen = () => ws.send(`hello ${i}`);
+  ws.onmessage = (event) => {
+    if (closer === "page") ws.close(4001, `page done ${i}`);
+  };
+  ws.onclose = (event) => window.closes.push([closer, event.code, event.reason]);
+}
+</script>
+"""
+SOCKETS = 12
+
+
+async def _page(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/html; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": MANY_SOCKETS_PAGE})
+
+
+def _many_sockets_app(seen: list[tuple[str, str, int, str]]) -> App:
+    """Records (path, HTTP version, close code, reason) of every WebSocket it serves."""
+    app = App(_page)
+
+    @app.websocket_route("/closed-by-server")
+    async def closed_by_server(ws: WebSocket) -> None:
+        await ws.receive_text()
+        await ws.close(4000, "server done")
+        seen.append(("server", ws.scope["http_version"], 4000, "server done"))
+
+    @app.websocket_route("/closed-by-page", caught_close_codes=())
+    async def closed_by_page(ws: WebSocket) -> None:
+        await ws.send_text(await ws.receive_text())
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(("page", ws.scope["http_version"], exc.code, exc.reason))
+
+    return app
+
+
+def _open_and_close_many(browser: Browser, *, url: str, rounds: int) -> list[list[Any]]:
+    """Runs in the Playwright thread: load the page ``rounds`` times on one connection and
+    return every socket's close, as the page saw it."""
+    context = browser.new_context(ignore_https_errors=True)
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    closes: list[list[Any]] = []
+    for _ in range(rounds):
+        page.goto(url)
+        page.wait_for_function(f"window.closes.length === {SOCKETS}")
+        closes += page.evaluate("window.closes")
+    context.close()
+    assert errors == [], "uncaught JavaScript errors"
+    return closes
+
+
+async def test_many_sockets_over_http2_open_and_close_both_ways_in_chromium(
+    tmp_path: Path,
+) -> None:
+    require_browser()
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    certificate.private_key_pem.write_to_path(str(keyfile))
+    config = ServerConfig(
+        bind="127.0.0.1:0", certfile=str(certfile), keyfile=str(keyfile), log_level="warning"
+    )
+    seen: list[tuple[str, str, int, str]] = []
+    stop = trio.Event()
+    rounds = 18  # 108 sockets closed by the page, over the 100 streams a connection may hold
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(
+                partial(serve, _many_sockets_app(seen), config, shutdown_trigger=stop.wait)
+            )
+            page_url = url.replace("wss://", "https://", 1) + "/"
+            # The certificate is trustme's: Chromium is told not to check it.
+            async with chromium("--ignore-certificate-errors") as cdp_url:
+                closes = await drive(
+                    cdp_url, partial(_open_and_close_many, url=page_url, rounds=rounds)
+                )
+            # The server is still up: a new connection is served.
+            trusting = ssl.create_default_context()
+            authority.configure_trust(trusting)
+            async with open_websocket_url(url + "/closed-by-page", ssl_context=trusting) as ws:
+                await ws.send_message("again")
+                assert await ws.get_message() == "again"
+            stop.set()
+    page_closes = [("page", 4001, f"page done {i}") for i in range(1, SOCKETS, 2)] * rounds
+    server_closes = [("server", 4000, "server done")] * (rounds * SOCKETS // 2)
+    assert sorted(map(tuple, closes)) == sorted(page_closes + server_closes)
+    # Every socket the page opened went over HTTP/2; the last one is trio-websocket's.
+    assert sorted(seen[:-1]) == sorted(
+        [(closer, "2", code, reason) for closer, code, reason in page_closes + server_closes]
+    )
+    assert seen[-1][:2] == ("page", "1.1")

@@ -224,7 +224,7 @@ def test_every_option_is_in_the_deployment_table() -> None:
     for line in text.splitlines():
         if line.startswith("| `-") and "|" in line[1:]:
             first_cell = line.split("|")[1]
-            documented.update(re.findall(r"--[a-z-]+", first_cell))
+            documented.update(re.findall(r"--[a-z0-9-]+", first_cell))
     options = {
         option
         for action in _parser()._actions

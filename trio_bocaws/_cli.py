@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         help="drop a client that leaves what we send unread this long (default 30)",
     )
     parser.add_argument(
+        "--no-http2",
+        dest="http2",
+        action="store_false",
+        help="serve HTTP/1.1 only (no HTTP/2, so no WebSockets over HTTP/2)",
+    )
+    parser.add_argument(
         "--gc-full-threshold",
         type=_threshold,
         default=DEFAULT_FULL_THRESHOLD,
@@ -154,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_timeout=arguments.read_timeout,
             max_message_size=arguments.max_message_size,
             write_timeout=arguments.write_timeout,
+            http2=arguments.http2,
             root_path=arguments.root_path,
             log_level=arguments.log_level,
             gc_full_threshold=arguments.gc_full_threshold,

@@ -101,8 +101,15 @@ class ServerConfig:
         write_timeout: Seconds a client may leave what we sent unread (its receive window
             shut) before its connection is dropped, or ``None``. hypercorn's writes cannot
             be cancelled, so without this a client that stops reading holds the handler
-            that sends to it, and the server's shutdown, forever. Linux only
-            (``TCP_USER_TIMEOUT``); needs :mod:`trio_bocaws.hypercorn_fixes`.
+            that sends to it, and the server's shutdown, forever. On HTTP/1.1 the kernel
+            drops the connection (``TCP_USER_TIMEOUT``, Linux only); on HTTP/2 it applies
+            to each stream: a WebSocket whose flow-control window stays shut this long is
+            reset, and the other streams of its connection go on. Needs
+            :mod:`trio_bocaws.hypercorn_fixes`.
+        http2: Whether to speak HTTP/2 (and WebSockets over it, RFC 8441) as well as
+            HTTP/1.1: offered through TLS's ALPN, and taken up on the plain port by a
+            client that opens with the HTTP/2 preface. ``False`` serves HTTP/1.1 only
+            (ALPN offers ``http/1.1`` alone; a plain-port HTTP/2 preface gets 505).
         log_level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
         root_path: The path prefix a reverse proxy serves the app under (``"/chat"``), as
             hypercorn's ``--root-path``: an :class:`~trio_bocaws.App` routes the rest.
@@ -125,6 +132,7 @@ class ServerConfig:
     read_timeout: float | None = attrs.field(default=None, validator=_positive)
     max_message_size: int = attrs.field(default=2**20, validator=_positive_int)
     write_timeout: float | None = attrs.field(default=30.0, validator=_positive)
+    http2: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     root_path: str = attrs.field(default="", validator=_check_root_path)
     log_level: str = attrs.field(default="info", validator=attrs.validators.in_(LOG_LEVELS))
     gc_full_threshold: int | None = attrs.field(
@@ -179,6 +187,8 @@ class ServerConfig:
         # hypercorn types this as int seconds; it uses it as a trio timeout, floats work.
         config.read_timeout = self.read_timeout  # type: ignore[assignment]
         config.websocket_max_message_size = self.max_message_size
+        # hypercorn's own list; trio_bocaws's fixes read it on the plain port too.
+        config.alpn_protocols = ["h2", "http/1.1"] if self.http2 else ["http/1.1"]
         config.loglevel = self.log_level.upper()
         config.root_path = self.root_path
         return config

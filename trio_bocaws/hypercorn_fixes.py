@@ -37,6 +37,14 @@ upstream issue, the tests that check it):
    connection is logged once (with the peer's address) and closes that connection; the
    others and the worker go on. DATA on an HTTP/2 stream hypercorn has already dropped is
    acknowledged and the stream reset, where hypercorn raised ``KeyError``.
+10. **WebSockets over HTTP/2 (RFC 8441) keep the same promises.** What a stream sends is
+    bounded (hypercorn's buffer grew without limit for a client that stopped reading one
+    stream); the write timeout applies to each stream (one whose flow-control window
+    stays shut that long is reset, and its app sees 1006); a WebSocket that ends is ended
+    on both sides of its stream (else after 100 of them a connection could open no more);
+    at shutdown every stream of a shared connection gets its 1001 before the connection
+    is closed; and with ``h2`` not among hypercorn's ``alpn_protocols``
+    (``ServerConfig(http2=False)``) the plain port refuses HTTP/2 as well.
 
 Each fix checks that the code it replaces is the code it was written for (a fingerprint
 of its source, per hypercorn version in :data:`VERIFIED_VERSIONS`). On another hypercorn,

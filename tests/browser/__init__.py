@@ -85,17 +85,18 @@ async def _stop(process: trio.Process) -> None:
 
 
 @asynccontextmanager
-async def chromium() -> AsyncIterator[str]:
+async def chromium(*flags: str) -> AsyncIterator[str]:
     """Run headless Chromium with a fresh, empty profile; yield its DevTools WebSocket URL.
 
-    On exit, or cancellation, Chromium gets SIGTERM, then SIGKILL if it lingers.
+    ``flags`` are added to :data:`FLAGS`. On exit, or cancellation, Chromium gets SIGTERM,
+    then SIGKILL if it lingers.
     """
     executable = require_browser()
     with tempfile.TemporaryDirectory(
         prefix="trio-bocaws-chromium-", ignore_cleanup_errors=True
     ) as profile:
         process = await trio.lowlevel.open_process(
-            [executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [executable, *FLAGS, *flags, f"--user-data-dir={profile}", "about:blank"],
             stdin=DEVNULL,
             stdout=DEVNULL,
             stderr=PIPE,

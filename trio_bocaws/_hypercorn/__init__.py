@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
-from . import _h2, _stream, _tcp, _worker
+from . import _h2, _h2_websockets, _stream, _tcp, _worker
 from ._patch import Applied, Patch
 
 __all__ = [
@@ -39,6 +39,8 @@ class HypercornCompatibilityWarning(UserWarning):
 
 
 _WS: Final = "hypercorn.protocol.ws_stream"
+_H2: Final = "hypercorn.protocol.h2"
+_HTTP2_TESTS: Final = "tests/test_http2.py::"
 _ISSUE_127: Final = "https://github.com/pgjones/hypercorn/issues/127"
 
 PATCHES: Final[tuple[Patch, ...]] = (
@@ -206,6 +208,108 @@ PATCHES: Final[tuple[Patch, ...]] = (
         upstream="https://github.com/pgjones/hypercorn/issues/329",
         checked_by=("tests/test_isolation.py",),
         written_for={"0.17.3": "b94b609b8eeed218", "0.18.0": "ea29f11411f595f0"},
+    ),
+    Patch(
+        name="HTTP/2 stream buffer bounded",
+        module=_H2,
+        owner="",
+        attribute="StreamBuffer",
+        replace=_h2_websockets.bounded_stream_buffer,
+        why="A stream's buffer released its sender whenever it found the stream's window "
+        "shut, so a client that stopped reading one stream let it grow without limit "
+        "(about 220 MB in 2 s), and no send ever blocked.",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",
+        ),
+        written_for={"0.17.3": "09fcc5564b133d09", "0.18.0": "6ac4cb02d2a9c5a6"},
+    ),
+    Patch(
+        name="write timeout per HTTP/2 stream",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="_send_data",
+        replace=_h2_websockets.send_data,
+        why="A client can stop reading one stream while its connection flows on, so "
+        "TCP_USER_TIMEOUT never fires: a stream whose window stays shut for the write "
+        "timeout is reset (CANCEL) and its app told the client is gone (1006).",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",
+        ),
+        written_for={"0.17.3": "5c537e3ce55a668f", "0.18.0": "5c537e3ce55a668f"},
+    ),
+    Patch(
+        name="HTTP/2 sends released when the connection stops sending",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="send_task",
+        replace=_h2_websockets.send_task,
+        why="Once the connection's send task ended, a send waiting on a stream's buffer "
+        "waited out its whole timeout: a shutdown took 5.2 s against a graceful_timeout of 3.",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",
+            f"{_HTTP2_TESTS}test_a_connection_closed_with_a_stalled_stream_ends_at_once",
+        ),
+        written_for={"0.17.3": "4cb49c550af20631", "0.18.0": "8daee4a76905710d"},
+    ),
+    Patch(
+        name="a WebSocket's HTTP/2 stream ended on both sides",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="_close_stream",
+        replace=_h2_websockets.close_stream,
+        why="A WebSocket closed by the client (or over the size limit) left its stream half "
+        "open on the server's side: after 100 of them a connection could open no more.",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_more_websockets_than_the_stream_limit_over_one_connection",
+        ),
+        written_for={"0.17.3": "1df5677fd9208060", "0.18.0": "1df5677fd9208060"},
+    ),
+    Patch(
+        name="HTTP/2 connection open until its WebSockets end",
+        module=_WS,
+        owner="WSStream",
+        attribute="idle",
+        replace=_h2_websockets.websocket_idle,
+        why="A WebSocket stream counted as idle once its app sent websocket.close, so at "
+        "shutdown the shared connection was closed (GOAWAY) before the other streams' 1001 "
+        "close frames went out: they saw 1006.",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_shutdown_closes_every_stream_of_a_shared_connection_with_1001",
+        ),
+        written_for={"0.17.3": "0d29061f62e6ea8c", "0.18.0": "8655002286ee595b"},
+        depends_on=(f"{_WS}:WSStream.idle.fget", f"{_H2}:H2Protocol.stream_send"),
+        fingerprint_target=False,
+    ),
+    Patch(
+        name="no h2c upgrade when HTTP/2 is off",
+        module="hypercorn.protocol.h11",
+        owner="H11Protocol",
+        attribute="_check_protocol",
+        replace=_h2_websockets.check_protocol,
+        why="hypercorn took up HTTP/2 on the plain port whatever its ALPN list said; with "
+        "'h2' not in alpn_protocols (ServerConfig(http2=False)) an Upgrade: h2c is ignored.",
+        upstream="",
+        checked_by=(f"{_HTTP2_TESTS}test_http2_off_refuses_the_preface_and_ignores_h2c",),
+        written_for={"0.17.3": "52b984ed3c6e7982", "0.18.0": "bfb2a85398d88c5b"},
+    ),
+    Patch(
+        name="HTTP/2 preface refused when HTTP/2 is off",
+        module="hypercorn.protocol",
+        owner="",
+        attribute="H2Protocol",
+        replace=_h2_websockets.h2_protocol,
+        why="With 'h2' not in alpn_protocols, a client's HTTP/2 preface on the plain port "
+        "gets 505 and the connection is closed, instead of HTTP/2.",
+        upstream="",
+        checked_by=(f"{_HTTP2_TESTS}test_http2_off_refuses_the_preface_and_ignores_h2c",),
+        written_for={"0.17.3": "e266f9aa6242c60e", "0.18.0": "4d1e1ebf004569fc"},
+        depends_on=("hypercorn.protocol:ProtocolWrapper",),
+        fingerprint_target=False,
     ),
     Patch(
         name="runner features under hypercorn's command line",

@@ -1,0 +1,413 @@
+"""WebSockets over HTTP/2 (RFC 8441), tested as HTTP/1.1 is: a real server, the test
+client of :mod:`tests.h2_client`, and what that client saw."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import h2.errors
+import pytest
+import trio
+import trustme
+
+from trio_bocaws import (
+    App,
+    AppConfig,
+    RejectConnection,
+    ServerConfig,
+    WebSocket,
+    WebSocketDisconnect,
+    serve,
+)
+from trio_bocaws._cli import _parser
+
+from .conftest import connect
+from .h2_client import H2Connection, NotHTTP2, Rejected, StreamClosed, open_h2_connection
+
+TIMEOUT = 5
+
+
+def echo_app(seen: list[tuple[str, str]] | None = None, **config: Any) -> App:
+    """Echo routes for text and bytes; each records its scope's HTTP version and scheme."""
+    app = App(config=AppConfig(**config))
+
+    @app.websocket_route("/text")
+    async def text(ws: WebSocket) -> None:
+        if seen is not None:
+            seen.append((ws.scope["http_version"], ws.scope["scheme"]))
+        async for message in ws:
+            await ws.send(message)
+
+    @app.websocket_route("/bytes", value_type="bytes")
+    async def binary(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
+@asynccontextmanager
+async def running(
+    app: Callable[..., Awaitable[None]], **options: Any
+) -> AsyncIterator[tuple[str, trio.Event]]:
+    """``serve(app)`` on 127.0.0.1:0 for the block; yields its URL and its stop event, and
+    on exit stops it and waits for it to return."""
+    config = ServerConfig(bind="127.0.0.1:0", log_level="warning", **options)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+        try:
+            yield url, stop
+        finally:
+            stop.set()
+
+
+async def echoes(connection: H2Connection, path: str, message: str | bytes) -> None:
+    """A new WebSocket on ``connection`` echoes ``message`` and closes cleanly."""
+    ws = await connection.websocket(path)
+    await ws.send(message)
+    assert await ws.receive() == message
+    assert await ws.close() == (1000, "")
+
+
+# -- Echo, close, several streams ---------------------------------------------------------
+
+
+async def test_echo_text_and_bytes_on_streams_of_one_connection() -> None:
+    seen: list[tuple[str, str]] = []
+    with trio.fail_after(TIMEOUT):
+        async with running(echo_app(seen)) as (url, _), open_h2_connection(url) as connection:
+            text = await connection.websocket("/text")
+            binary = await connection.websocket("/bytes")
+            for number in range(3):
+                await text.send(f"hello {number}")
+                await binary.send(bytes([number]) * 70_000)  # more than one DATA frame
+                assert await binary.receive() == bytes([number]) * 70_000
+                assert await text.receive() == f"hello {number}"
+            assert (text.stream_id, binary.stream_id) == (1, 3)
+            assert await text.close() == (1000, "")
+            assert await binary.close() == (1000, "")
+    assert seen == [("2", "ws")]
+
+
+async def test_the_clients_close_code_and_reason_reach_the_view() -> None:
+    outcomes: list[tuple[int, str]] = []
+    app = App()
+
+    @app.websocket_route("/wait", caught_close_codes=())
+    async def wait(ws: WebSocket) -> None:
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            outcomes.append((exc.code, exc.reason))
+            raise
+
+    with trio.fail_after(TIMEOUT):
+        async with running(app) as (url, _), open_h2_connection(url) as connection:
+            first = await connection.websocket("/wait")
+            second = await connection.websocket("/wait")
+            assert await first.close(4001, "bye now") == (4001, "bye now")
+            assert await second.close(1000, "") == (1000, "")
+    assert sorted(outcomes) == [(1000, ""), (4001, "bye now")]
+
+
+async def test_more_websockets_than_the_stream_limit_over_one_connection() -> None:
+    """hypercorn allows 100 concurrent streams; WebSockets the client closed must stop
+    counting (the server ends its half of each), or the 101st cannot open."""
+    with trio.fail_after(4 * TIMEOUT):
+        async with running(echo_app()) as (url, _), open_h2_connection(url) as connection:
+            for number in range(120):
+                await echoes(connection, "/text", f"socket {number}")
+
+
+# -- Refusals ------------------------------------------------------------------------------
+
+
+def guarded_app() -> App:
+    def authenticate(ws: WebSocket) -> str:
+        if ws.query_params.get("token") != "s3cret":
+            raise RejectConnection(401, "log in first", headers={"www-authenticate": "Bearer"})
+        return "ada"
+
+    app = App(authenticate=authenticate)
+
+    @app.websocket_route("/me")
+    async def me(ws: WebSocket) -> None:
+        await ws.send_text(f"you are {ws.user}")
+        await ws.receive_text()
+
+    return app
+
+
+async def test_refusals_carry_status_headers_and_body_and_the_connection_goes_on() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(guarded_app()) as (url, _), open_h2_connection(url) as connection:
+            with pytest.raises(Rejected) as unauthenticated:
+                await connection.websocket("/me")
+            with pytest.raises(Rejected) as cross_origin:
+                await connection.websocket(
+                    "/me?token=s3cret", headers=[("origin", "https://evil.example")]
+                )
+            with pytest.raises(Rejected) as unknown:
+                await connection.websocket("/nowhere")
+            # A refused stream leaves the connection, and the server, serving.
+            ws = await connection.websocket("/me?token=s3cret")
+            assert await ws.receive() == "you are ada"
+            assert await ws.close() == (1000, "")
+    assert (unauthenticated.value.status, unauthenticated.value.body) == (401, b"log in first")
+    assert (b"www-authenticate", b"Bearer") in unauthenticated.value.headers
+    assert cross_origin.value.status == 403
+    assert cross_origin.value.body == b"origin 'https://evil.example' may not open this WebSocket"
+    assert (unknown.value.status, unknown.value.body) == (403, b"no WebSocket route for /nowhere")
+
+
+async def test_a_page_of_the_same_origin_may_connect() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(guarded_app()) as (url, _), open_h2_connection(url) as connection:
+            page = url.replace("ws://", "http://", 1)  # the :authority the client sends
+            ws = await connection.websocket("/me?token=s3cret", headers=[("origin", page)])
+            assert await ws.receive() == "you are ada"
+            await ws.close()
+
+
+async def test_a_message_over_the_limit_closes_its_stream_with_1009() -> None:
+    outcomes: list[int] = []
+    app = App()
+
+    @app.websocket_route("/big", caught_close_codes=())
+    async def big(ws: WebSocket) -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except WebSocketDisconnect as exc:
+            outcomes.append(exc.code)
+            raise
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            running(app, max_message_size=1024) as (url, _),
+            open_h2_connection(url) as connection,
+        ):
+            small, large = await connection.websocket("/big"), await connection.websocket("/big")
+            await large.send("x" * 2000)
+            with pytest.raises(StreamClosed) as closed:
+                await large.receive()
+            await small.send("y" * 1000)  # the other stream is within the limit
+            assert await small.receive() == "y" * 1000
+            await small.close()
+    assert closed.value.code == 1009
+    assert sorted(outcomes) == [1000, 1009]  # the small stream closed normally
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+def certificate_files(tmp_path: Path) -> tuple[trustme.CA, str, str]:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    certificate.private_key_pem.write_to_path(str(keyfile))
+    return authority, str(certfile), str(keyfile)
+
+
+async def test_wss_negotiates_h2_through_alpn(tmp_path: Path) -> None:
+    authority, certfile, keyfile = certificate_files(tmp_path)
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    seen: list[tuple[str, str]] = []
+    with trio.fail_after(TIMEOUT):
+        async with (
+            running(echo_app(seen), certfile=certfile, keyfile=keyfile) as (url, _),
+            open_h2_connection(url, ssl_context=trusting) as connection,
+        ):
+            assert url.startswith("wss://")
+            assert connection.alpn == "h2"
+            await echoes(connection, "/text", "over TLS")
+            await echoes(connection, "/bytes", b"\x00\xff")
+    assert seen == [("2", "wss")]
+
+
+# -- A client that stops reading one stream --------------------------------------------------
+
+
+async def test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on() -> None:
+    """The client stops reading one stream while its connection flows on: the view's send
+    blocks once the stream's window and two frames of buffer are full, the stream is reset
+    after write_timeout, the view sees 1006, and the other stream echoes throughout."""
+    outcomes: list[int] = []
+    sent = 0
+    ended = trio.Event()
+    app = echo_app()
+
+    @app.websocket_route("/firehose", value_type="bytes", caught_close_codes=())
+    async def firehose(ws: WebSocket) -> None:
+        nonlocal sent
+        try:
+            while True:
+                await ws.send(b"x" * 4096)
+                sent += 4096
+        except WebSocketDisconnect as exc:
+            outcomes.append(exc.code)
+        finally:
+            ended.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            running(app, write_timeout=0.5) as (url, _),
+            open_h2_connection(url) as connection,
+        ):
+            echo = await connection.websocket("/text")
+            firehose_ws = await connection.websocket("/firehose")
+            firehose_ws.stop_reading()
+            number = 0
+            while not ended.is_set():
+                number += 1
+                await echo.send(f"still here {number}")
+                assert await echo.receive() == f"still here {number}"
+            assert firehose_ws.reset == h2.errors.ErrorCodes.CANCEL
+            await echoes(connection, "/text", "a new stream")
+            await echo.close()
+    assert outcomes == [1006]
+    # What was sent fits in the stream's window (64 KiB) and its buffer (two frames),
+    # give or take what the view sent after the reset and before it was told.
+    assert sent <= 64 * 1024 + 2 * 16384 + 64 * 4096, sent
+
+
+async def test_a_connection_closed_with_a_stalled_stream_ends_at_once() -> None:
+    """The client stops reading one stream, then drops the whole connection: the view's
+    blocked send returns and the view sees 1006, and nothing of the connection waits for
+    the (long) write timeout, so the shutdown after it is quick."""
+    outcomes: list[int] = []
+    ended = trio.Event()
+    app = App()
+
+    @app.websocket_route("/firehose", value_type="bytes", caught_close_codes=())
+    async def firehose(ws: WebSocket) -> None:
+        try:
+            while True:
+                await ws.send(b"x" * 4096)
+        except WebSocketDisconnect as exc:
+            outcomes.append(exc.code)
+        finally:
+            ended.set()
+
+    config = ServerConfig(
+        bind="127.0.0.1:0", write_timeout=60, graceful_timeout=60, log_level="warning"
+    )
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            async with open_h2_connection(url) as connection:
+                ws = await connection.websocket("/firehose")
+                ws.stop_reading()
+                await ws.window_shut.wait()  # the server has more for it, and must wait
+            await ended.wait()  # the blocked send returned
+            # Then the server stops, and must not wait for the 60 s write timeout.
+            stop.set()
+    assert outcomes == [1006]
+
+
+# -- Shutdown --------------------------------------------------------------------------------
+
+
+async def test_shutdown_closes_every_stream_of_a_shared_connection_with_1001() -> None:
+    waiting = 0
+    all_waiting = trio.Event()
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        nonlocal waiting
+        await ws.accept()
+        waiting += 1
+        if waiting == 3:
+            all_waiting.set()
+        await ws.receive_text()
+
+    closes: list[tuple[int, str]] = []
+
+    async def client(ws: Any) -> None:
+        with pytest.raises(StreamClosed) as closed:
+            await ws.receive()
+        closes.append((closed.value.code, closed.value.reason))
+
+    # A long grace period: the shutdown must not need it.
+    config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=30, log_level="warning")
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            async with open_h2_connection(url) as connection:
+                sockets = [await connection.websocket("/wait") for _ in range(3)]
+                async with trio.open_nursery() as clients:
+                    for ws in sockets:
+                        clients.start_soon(client, ws)
+                    await all_waiting.wait()
+                    stop.set()
+                await connection.closed.wait()  # GOAWAY, then the TCP close
+        # serve() has returned.
+    assert closes == [(1001, "server shutting down")] * 3
+
+
+# -- HTTP/1.1 only ---------------------------------------------------------------------------
+
+
+async def test_http2_off_refuses_the_preface_and_ignores_h2c() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(echo_app(), http2=False) as (url, _):
+            with pytest.raises(NotHTTP2) as refused:
+                async with open_h2_connection(url):
+                    pass  # pragma: no cover
+            assert refused.value.received.startswith(b"HTTP/1.1 505 ")
+            # An HTTP/1.1 upgrade to h2c is ignored: the request is answered in HTTP/1.1.
+            port = int(url.rsplit(":", 1)[1])
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                await stream.send_all(
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+                )
+                response = await stream.receive_some()
+            assert response.startswith(b"HTTP/1.1 404 ")
+            # WebSockets over HTTP/1.1 are served as ever.
+            async with connect(url + "/text") as client:
+                await client.send_message("one")
+                assert await client.get_message() == "one"
+
+
+async def test_http2_off_offers_only_http11_through_alpn(tmp_path: Path) -> None:
+    authority, certfile, keyfile = certificate_files(tmp_path)
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    with trio.fail_after(TIMEOUT):
+        async with running(echo_app(), http2=False, certfile=certfile, keyfile=keyfile) as (
+            url,
+            _,
+        ):
+            with pytest.raises(NotHTTP2) as refused:
+                async with open_h2_connection(url, ssl_context=trusting):
+                    pass  # pragma: no cover
+            assert refused.value.alpn is None  # the client offered h2 alone
+            port = int(url.rsplit(":", 1)[1])
+            trusting.set_alpn_protocols(["h2", "http/1.1"])
+            stream = await trio.open_ssl_over_tcp_stream(
+                "127.0.0.1", port, ssl_context=trusting, https_compatible=True
+            )
+            async with stream:
+                await stream.do_handshake()
+                assert stream.selected_alpn_protocol() == "http/1.1"
+
+
+def test_http2_switch_is_validated_and_reaches_hypercorn() -> None:
+    assert _parser().parse_args(["chat:app"]).http2 is True
+    assert _parser().parse_args(["chat:app", "--no-http2"]).http2 is False
+    assert ServerConfig().to_hypercorn().alpn_protocols == ["h2", "http/1.1"]
+    assert ServerConfig(http2=False).to_hypercorn().alpn_protocols == ["http/1.1"]
+    with pytest.raises(TypeError, match="http2"):
+        ServerConfig(http2="no")  # type: ignore[arg-type]
