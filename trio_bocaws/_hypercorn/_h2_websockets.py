@@ -80,6 +80,10 @@ class BoundedStreamBuffer(StreamBuffer):
 
     async def push(self, data: bytes) -> None:
         if self._complete:
+            # The stream was reset, or its connection stopped sending: hypercorn drops the
+            # data without a checkpoint. Yield first, so that a view looping on sends lets
+            # the task that tells it the stream ended run (it spun at 100% CPU before).
+            await trio.lowlevel.checkpoint()
             raise BufferCompleteError()
         self.buffer.extend(data)
         await self._is_empty.clear()
