@@ -13,6 +13,7 @@ from typing import Any
 import h2.errors
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from trio_bocaws import (
@@ -277,6 +278,21 @@ async def test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on(
     # What was sent fits in the stream's window (64 KiB) and its buffer (two frames),
     # give or take what the view sent after the reset and before it was told.
     assert sent <= 64 * 1024 + 2 * 16384 + 64 * 4096, sent
+
+
+async def test_data_for_a_stream_that_has_ended_raises_instead_of_vanishing() -> None:
+    """hypercorn swallows the KeyError of DATA for a stream whose buffer is gone, without a
+    checkpoint: a view that only sends spun on a reset stream. Now the send raises the
+    OSError of a closed stream, after a checkpoint."""
+    from hypercorn.protocol.events import Data
+    from hypercorn.protocol.h2 import H2Protocol
+
+    from trio_bocaws._stream_status import StreamClosedError
+
+    protocol = object.__new__(H2Protocol)  # only what stream_send reads for DATA
+    protocol.stream_buffers = {}
+    with trio.testing.assert_checkpoints(), pytest.raises(StreamClosedError, match="stream 7"):
+        await protocol.stream_send(Data(stream_id=7, data=b"lost"))
 
 
 async def test_a_connection_closed_with_a_stalled_stream_ends_at_once() -> None:

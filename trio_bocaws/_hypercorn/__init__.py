@@ -312,6 +312,21 @@ PATCHES: Final[tuple[Patch, ...]] = (
         fingerprint_target=False,
     ),
     Patch(
+        name="a send on an ended HTTP/2 stream raises",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="stream_send",
+        replace=_h2_websockets.stream_send,
+        why="DATA for a stream that was reset vanished without a checkpoint: a view that "
+        "only sends spun at 100% CPU and never learned the stream had ended.",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_a_stream_whose_window_stays_shut_is_dropped_and_the_others_go_on",
+            f"{_HTTP2_TESTS}test_data_for_a_stream_that_has_ended_raises_instead_of_vanishing",
+        ),
+        written_for={"0.17.3": "ea5ec810a1b0b8c8", "0.18.0": "fc46b7771b236daf"},
+    ),
+    Patch(
         name="runner features under hypercorn's command line",
         module="hypercorn.trio.run",
         owner="",

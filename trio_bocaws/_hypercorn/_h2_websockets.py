@@ -34,6 +34,7 @@ import trio
 from hypercorn.protocol.h2 import BUFFER_HIGH_WATER, BufferCompleteError, StreamBuffer
 from priority.priority import MissingStreamError
 
+from .._stream_status import StreamClosedError
 from ._worker import current_options
 
 __all__ = [
@@ -218,6 +219,34 @@ def send_task(original: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awa
                 watcher.cancel()
 
     return _send_task
+
+
+def stream_send(original: Callable[[Any, Any], Awaitable[None]]) -> Callable[..., Any]:
+    """Replaces ``H2Protocol.stream_send`` (every event a stream sends; for DATA, one dict
+    lookup more).
+
+    Why: DATA for a stream whose buffer is gone (the stream was reset by the client or by
+    the write timeout, and the send task has forgotten it) raises ``KeyError`` inside,
+    which hypercorn swallows: the message vanishes and the send returns without a
+    checkpoint. A view that only sends then spins at 100% CPU, and the task that would
+    tell it the stream ended never runs. Here such a send raises ``StreamClosedError``
+    (an ``OSError``, as ASGI 2.4 allows), after a checkpoint, and the WebSocket turns it
+    into ``WebSocketDisconnect``. No upstream issue found. Checked against hypercorn
+    0.17.3 and 0.18.0.
+    """
+    from hypercorn.protocol.events import Data
+
+    def _stream_send(self: Any, event: Any) -> Awaitable[None]:
+        if type(event) is Data and event.stream_id not in self.stream_buffers:
+            return _gone(event.stream_id)
+        return original(self, event)
+
+    return _stream_send
+
+
+async def _gone(stream_id: int) -> None:
+    await trio.lowlevel.checkpoint()
+    raise StreamClosedError(f"cannot send on HTTP/2 stream {stream_id}: it has ended")
 
 
 def close_stream(original: Callable[[Any, int], Awaitable[None]]) -> Callable[..., Any]:
