@@ -209,6 +209,8 @@ class Reader:
         if self.server is None:
             return
         server, self.server = self.server, None
+        if server.poll() is not None:
+            return  # it exited by itself; start_server said why
         os.killpg(server.pid, signal.SIGINT)
         try:
             code = server.wait(timeout=15)
