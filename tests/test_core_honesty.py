@@ -224,3 +224,41 @@ async def test_close_first_in_an_auto_accept_view_reaches_the_client(serve: Serv
             with pytest.raises(ConnectionClosed) as closed:
                 await client.get_message()
     assert close_of(closed) == (4001, "bad token")  # Bocadillo's, not an HTTP 403
+
+
+@pytest.mark.usefixtures("without_hypercorn_fixes")
+async def test_without_the_adapter_a_send_only_view_still_learns_the_client_left(
+    serve: Serve,
+) -> None:
+    """hypercorn as it is drops sends to a closed connection without a checkpoint: the
+    core's fallback (a reader from the second send in a row, a checkpoint per such send)
+    ends the loop, and the worker goes on serving."""
+    app = App()
+    ended: list[int] = []
+    done = trio.Event()
+
+    @app.websocket_route("/ticks", caught_close_codes=all)
+    async def ticks(ws: WebSocket) -> None:
+        try:
+            while True:
+                await ws.send_text("tick")
+        except WebSocketDisconnect as exc:
+            ended.append(exc.code)
+            raise
+        finally:
+            done.set()
+
+    @app.websocket_route("/echo")
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    server = await serve(app)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/ticks") as client:
+            assert await client.get_message() == "tick"
+        await done.wait()
+        async with connect(server.url + "/echo") as client:
+            await client.send_message("still here")
+            assert await client.get_message() == "still here"
+    assert ended == [1006]  # hypercorn alone reports every close as 1006
