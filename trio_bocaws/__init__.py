@@ -15,6 +15,7 @@ from ._config import CloseCodes as CloseCodes
 from ._config import WebSocketConfig as WebSocketConfig
 from ._datastructures import URL as URL
 from ._datastructures import Address as Address
+from ._errors import MessageValidationError as MessageValidationError
 from ._errors import RejectConnection as RejectConnection
 from ._errors import TrioBocawsError as TrioBocawsError
 from ._errors import UnexpectedMessageType as UnexpectedMessageType
@@ -45,6 +46,7 @@ __all__ = [
     "CloseCodes",
     "HTMLPage",
     "Message",
+    "MessageValidationError",
     "ParameterError",
     "RejectConnection",
     "Room",
