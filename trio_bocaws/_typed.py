@@ -35,6 +35,7 @@ __all__ = [
     "MessageCodec",
     "TypedMessages",
     "check_typed",
+    "close_reason",
     "codec_for",
     "is_typed",
     "members_of",
@@ -368,6 +369,16 @@ def codec_for(value_type: Any, converter: cattrs.BaseConverter | None = None) ->
     spec = value_type if isinstance(value_type, TypedMessages) else TypedMessages(value_type)
     chosen = spec.converter or converter or _DEFAULT_CONVERTER
     return _codec(spec, chosen)
+
+
+def close_reason(error: MessageValidationError) -> str:
+    """A close reason naming the first problem, within the 123 bytes a close frame allows."""
+    path, message = error.errors[0] if error.errors else ("$", "invalid message")
+    reason = f"invalid message: {path}: {message}"
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:120].decode("utf-8", "ignore") + "..."
 
 
 # -- Readable errors -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ._datastructures import (
     url_from_scope,
 )
 from ._errors import (
+    MessageValidationError,
     RejectConnection,
     UnexpectedMessageType,
     WebSocketClosedError,
@@ -33,6 +34,7 @@ from ._errors import (
     leaves,
 )
 from ._shutdown import server_shutdown_of
+from ._typed import close_reason, codec_for
 from ._validation import (
     HeadersLike,
     validate_accept_headers,
@@ -201,8 +203,10 @@ class WebSocket:
             ``async with``. If ``False``, call :meth:`accept` (or :meth:`reject`) yourself.
         value_type: Sets both ``receive_type`` and ``send_type``.
         receive_type: What :meth:`receive` returns: ``"text"`` (default), ``"bytes"``,
-            ``"json"`` or ``"event"``.
-        send_type: What :meth:`send` takes, from the same four.
+            ``"json"`` or ``"event"``; or typed messages (an attrs class, a union of attrs
+            classes with a tag field, :class:`~trio_bocaws.TypedMessages`), which
+            :meth:`receive` returns validated and :meth:`send` takes as instances.
+        send_type: What :meth:`send` takes, from the same choices.
         caught_close_codes: Client close codes that end ``async with`` and ``async for``
             quietly: a tuple of ints (default ``(1000, 1001)``), the builtin :func:`all`,
             or ``()`` for none.
@@ -253,9 +257,9 @@ class WebSocket:
         receive: Receive,
         send: Send,
         auto_accept: bool = True,
-        value_type: str | None = None,
-        receive_type: str | None = None,
-        send_type: str | None = None,
+        value_type: Any = None,
+        receive_type: Any = None,
+        send_type: Any = None,
         caught_close_codes: Any = None,
         *,
         config: WebSocketConfig | None = None,
@@ -279,8 +283,17 @@ class WebSocket:
         self._receive = receive
         self._send = send
         self._config = config
-        self._decode = _DECODERS[config.receive_type]
-        self._encode = _ENCODERS[config.send_type]
+        receive_type, send_type = config.receive_type, config.send_type
+        # A str is one of the four value types; anything else is typed messages (validated
+        # by the config), whose codec is built once per type and shared.
+        if type(receive_type) is str:
+            self._decode = _DECODERS[receive_type]
+        else:
+            self._decode = codec_for(receive_type, config.converter).decode
+        if type(send_type) is str:
+            self._encode = _ENCODERS[send_type]
+        else:
+            self._encode = codec_for(send_type, config.converter).encode
         self._state = _CONNECTING
         self._got_connect = False
         self._answering: trio.Event | None = None
@@ -389,12 +402,12 @@ class WebSocket:
         return self._config.auto_accept
 
     @property
-    def receive_type(self) -> str:
+    def receive_type(self) -> Any:
         """What :meth:`receive` returns."""
         return self._config.receive_type
 
     @property
-    def send_type(self) -> str:
+    def send_type(self) -> Any:
         """What :meth:`send` takes."""
         return self._config.send_type
 
@@ -715,7 +728,12 @@ class WebSocket:
         return await self._receive_message(_json_of)
 
     async def receive(self) -> Any:
-        """Receive a message of the configured ``receive_type``."""
+        """Receive a message of the configured ``receive_type``.
+
+        Raises:
+            MessageValidationError: With typed messages, the message does not fit (it is
+                consumed; the connection stays usable).
+        """
         return await self._receive_message(self._decode)
 
     # -- Sending -------------------------------------------------------------------------
@@ -848,7 +866,12 @@ class WebSocket:
         await self._send_message(_json_event(data))
 
     async def send(self, message: Any) -> None:
-        """Send a message of the configured ``send_type``."""
+        """Send a message of the configured ``send_type``.
+
+        Raises:
+            TypeError: With typed messages, ``message`` is not an instance of the send
+                type. Nothing was sent.
+        """
         encode = self._encode
         if encode is None:
             await self.send_event(message)
@@ -1013,6 +1036,7 @@ class WebSocket:
         """Close as the outcome of the block requires; return whether to swallow it."""
         swallow = False
         refusal: RejectConnection | None = None
+        invalid: MessageValidationError | None = None
         if failure is None:
             outcome = "normal"
         else:
@@ -1024,6 +1048,10 @@ class WebSocket:
             elif len(errors) == 1 and isinstance(errors[0], RejectConnection):
                 refusal, swallow = errors[0], True
                 outcome = "refused"
+            elif len(errors) == 1 and isinstance(errors[0], MessageValidationError):
+                # The client's fault, not the server's: 1007 (invalid payload), not 1011.
+                invalid = errors[0]
+                outcome = "invalid"
             elif any(isinstance(leaf, trio.Cancelled) for leaf in errors) or not any(
                 isinstance(leaf, Exception) for leaf in errors
             ):
@@ -1033,12 +1061,19 @@ class WebSocket:
         if self._cancel_close is not None and outcome == "normal":
             outcome = "cancelled"  # shut down or idle; the nursery absorbed the cancellation
         if self._state is _CONNECTED or self._state is _CONNECTING:
-            await self._close_within_timeout(outcome, refusal)
+            await self._close_within_timeout(outcome, refusal, invalid)
         return swallow
 
-    async def _close_within_timeout(self, outcome: str, refusal: RejectConnection | None) -> None:
+    async def _close_within_timeout(
+        self,
+        outcome: str,
+        refusal: RejectConnection | None,
+        invalid: MessageValidationError | None = None,
+    ) -> None:
         config = self._config
-        if outcome == "cancelled":
+        if invalid is not None:
+            code, reason = 1007, close_reason(invalid)
+        elif outcome == "cancelled":
             code, reason = self._cancel_close or (
                 config.cancelled_close_code,
                 config.cancelled_close_reason,
