@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 import attrs
 import trio
@@ -100,7 +101,7 @@ def now() -> datetime.datetime:
 class Chat(WebSocketEndpoint):
     """A chat room: join with a name, then say things; everyone in the room hears them."""
 
-    close_codes = {4000: "said something before joining"}
+    close_codes: ClassVar[Mapping[int, str]] = {4000: "said something before joining"}
 
     async def on_connect(self, ws: WebSocket, room: str) -> None:
         self.room = room
@@ -135,9 +136,7 @@ class Chat(WebSocketEndpoint):
                 await tell_everyone(self.room, Said("said", f"{self.user} left", now()))
 
 
-app.add_websocket_route(
-    "/chat/{room}", Chat, receive_type=ClientMessage, send_type=ServerMessage
-)
+app.add_websocket_route("/chat/{room}", Chat, receive_type=ClientMessage, send_type=ServerMessage)
 # [end endpoint]
 
 

@@ -150,7 +150,9 @@ def test_parameters_nested_classes_unions_enums_and_msgpack(
     app = App()
 
     @app.websocket_route("/boards/{board:int}/draw", value_type=Drawing)
-    async def draw(ws: WebSocket, board: int, user: str, zoom: float = 1.0, *, debug: bool = False) -> None:
+    async def draw(
+        ws: WebSocket, board: int, user: str, zoom: float = 1.0, *, debug: bool = False
+    ) -> None:
         """Draw on a board."""
 
     @app.websocket_route("/fast", value_type=TypedMessages(Drawing, encoding="msgpack"))
@@ -233,7 +235,8 @@ LEAVES: list[tuple[Any, st.SearchStrategy[Any]]] = [
 def field_types(draw: st.DrawFn, depth: int = 0) -> tuple[Any, st.SearchStrategy[Any]]:
     choice = draw(st.integers(0, 5 if depth < 2 else 0))
     if choice <= 1:
-        return draw(st.sampled_from(LEAVES))
+        leaf: tuple[Any, st.SearchStrategy[Any]] = draw(st.sampled_from(LEAVES))
+        return leaf
     inner, values = draw(field_types(depth + 1))
     if choice == 2:
         return list[inner], st.lists(values, max_size=3)  # type: ignore[valid-type]
@@ -250,11 +253,14 @@ _counter = iter(range(10**9))
 
 @st.composite
 def classes(draw: st.DrawFn, depth: int = 0, tag: str | None = None) -> type:
-    names = draw(st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True), unique=True, max_size=4))
+    names = draw(
+        st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True), unique=True, max_size=4)
+    )
     fields: dict[str, Any] = {}
     strategies: dict[str, st.SearchStrategy[Any]] = {}
     if tag is not None:
-        fields["type"] = attrs.field(type=Literal[tag])  # type: ignore[valid-type]
+        tag_type: Any = Literal[tag]
+        fields["type"] = attrs.field(type=tag_type)
         strategies["type"] = st.just(tag)
     for name in names:
         if name == "type":
@@ -281,7 +287,11 @@ def unions(draw: st.DrawFn) -> tuple[Any, list[type]]:
     return union, members
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_generated_classes_give_valid_documents_and_schemas_their_messages_fit(
     asyncapi_schema: jsonschema.protocols.Validator, data: st.DataObject

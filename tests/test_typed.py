@@ -154,7 +154,11 @@ INVALID = [
         "$.at",
         'expected an ISO 8601 date and time or null, got "yesterday"',
     ),
-    ('{"type": "say", "text": "t", "reply_to": "3"}', "$.reply_to", 'expected int or null, got "3"'),
+    (
+        '{"type": "say", "text": "t", "reply_to": "3"}',
+        "$.reply_to",
+        'expected int or null, got "3"',
+    ),
 ]
 
 
@@ -226,7 +230,9 @@ async def test_an_escaped_validation_error_closes_with_1007_and_logs_one_warning
         async with connect(server.url + "/chat") as client:
             await client.send_message('{"type": "leave"}')
             assert json.loads(await client.get_message()) == {"type": "leave"}
-    records = [r for r in caplog.records if r.name == "trio_bocaws" and r.levelno >= logging.WARNING]
+    records = [
+        r for r in caplog.records if r.name == "trio_bocaws" and r.levelno >= logging.WARNING
+    ]
     assert len(records) == 1
     assert records[0].levelno == logging.WARNING and records[0].exc_info is None
     assert records[0].getMessage() == (
@@ -364,9 +370,13 @@ def test_configuration_errors_name_the_problem() -> None:
     class B:
         y: int
 
-    with pytest.raises(TypeError, match="receive_type: the classes of a union of messages need a tag"):
+    with pytest.raises(
+        TypeError, match="receive_type: the classes of a union of messages need a tag"
+    ):
         WebSocketConfig(receive_type=A | B)
-    with pytest.raises(ValueError, match="send_type must be one of 'text', 'bytes', 'json', 'event', or typed"):
+    with pytest.raises(
+        ValueError, match="send_type must be one of 'text', 'bytes', 'json', 'event', or typed"
+    ):
         WebSocketConfig(send_type=int)
     with pytest.raises(ValueError, match="encoding must be 'json' or 'msgpack'"):
         TypedMessages(A, encoding="xml")  # type: ignore[arg-type]

@@ -129,7 +129,9 @@ def asyncapi_document(
     return document
 
 
-def serve_document(document_of: Callable[[], dict[str, Any]], path: str, http_app: ASGIApp) -> ASGIApp:
+def serve_document(
+    document_of: Callable[[], dict[str, Any]], path: str, http_app: ASGIApp
+) -> ASGIApp:
     """An ASGI HTTP app: ``GET path`` gets the document, anything else ``http_app``."""
     body: bytes | None = None
 
@@ -150,7 +152,9 @@ def serve_document(document_of: Callable[[], dict[str, Any]], path: str, http_ap
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
 
     return app
 
@@ -328,14 +332,14 @@ class _Builder:
         for field in attrs.fields(cls):
             if not field.init:
                 continue
-            schema = self.schema(hints.get(field.name, Any), converter)
+            field_schema = self.schema(hints.get(field.name, Any), converter)
             if field.default is attrs.NOTHING:
                 required.append(field.name)
             elif not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
                 default = _json_default(field.default, converter)
                 if default is not _NO_DEFAULT:
-                    schema = {**schema, "default": default}
-            properties[field.name] = schema
+                    field_schema = {**field_schema, "default": default}
+            properties[field.name] = field_schema
         schema: dict[str, Any] = {"type": "object", "title": cls.__name__}
         summary = _first_paragraph(cls.__doc__)
         if summary and not summary.startswith(f"{cls.__name__}("):

@@ -168,7 +168,8 @@ class TypedMessages:
     Pass it where a value type goes (``receive_type``, ``send_type``, ``value_type``) when a
     bare class or union is not enough::
 
-        app.add_websocket_route("/game", game, value_type=TypedMessages(Move | Chat, encoding="msgpack"))
+        moves = TypedMessages(Move | Chat, encoding="msgpack")
+        app.add_websocket_route("/game", game, value_type=moves)
 
     Args:
         types: An attrs class, or a union of attrs classes with a tag field (a field typed
@@ -215,7 +216,7 @@ class TypedMessages:
 
 def _msgpack() -> Any:
     try:
-        import msgpack  # type: ignore[import-untyped,unused-ignore]
+        import msgpack
     except ImportError:
         raise ImportError(
             'encoding="msgpack" needs the msgpack package: pip install trio-bocaws[msgpack]'
@@ -248,6 +249,7 @@ class MessageCodec:
     """Typed messages in and out of ASGI events, built once per value type and converter."""
 
     __slots__ = (
+        "_loads",
         "_structure",
         "_tag",
         "_unstructure",
@@ -267,6 +269,7 @@ class MessageCodec:
         self._unstructure = {cls: converter.get_unstructure_hook(cls) for cls in self.classes}
         self.tag = tag_of(self.classes) if len(self.classes) > 1 else None
         self._tag = self.tag
+        self._loads = self._loads_json if self.encoding == "json" else self._loads_msgpack
 
     # -- In --
 
@@ -277,11 +280,7 @@ class MessageCodec:
             MessageValidationError: The message is not valid JSON (or MessagePack), or does
                 not fit the classes; ``errors`` says where and why.
         """
-        if self.encoding == "json":
-            raw = self._loads_json(event)
-        else:
-            raw = self._loads_msgpack(event)
-        return self.structure(raw)
+        return self.structure(self._loads(event))
 
     def _loads_json(self, event: Event) -> Any:
         text = event.get("text")
@@ -457,12 +456,12 @@ def _problems(
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             yield path, f"expected {_describe(annotation)}, got {_show(value)}"
             return
-        with_notes, without = exc.group_exceptions()
-        for inner, note in with_notes:
+        items, rest = exc.group_exceptions()
+        for inner, item in items:
             yield from _problems(
-                inner, _index_path(path, note.index), _child(value, note.index), note.type
+                inner, _index_path(path, item.index), _child(value, item.index), item.type
             )
-        for inner in without:
+        for inner in rest:
             yield from _leaf(inner, path, value, annotation)
     else:
         yield from _leaf(exc, path, value, annotation)
