@@ -350,3 +350,10 @@ def test_python_m_trio_bocaws_asyncapi() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["info"]["title"] == "examples.typed_chat:app"
+
+
+def test_the_document_shown_in_the_docs_is_current() -> None:
+    """docs/typed-messages.md shows examples/typed_chat_asyncapi.json; regenerate it with
+    ``python -m trio_bocaws asyncapi examples.typed_chat:app --title "Typed chat"``."""
+    shown = json.loads((ROOT / "examples/typed_chat_asyncapi.json").read_text(encoding="utf-8"))
+    assert shown == typed_chat.app.asyncapi(title="Typed chat", version="1.0.0")
