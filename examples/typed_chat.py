@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import attrs
-import trio
 
 from trio_bocaws import (
     App,
@@ -131,9 +130,7 @@ class Chat(WebSocketEndpoint):
         members = rooms.get(self.room, set())
         members.discard(ws)
         if self.user is not None:
-            # Also when cancelled (server shutdown): shielded, and bounded.
-            with trio.move_on_after(2, shield=True):
-                await tell_everyone(self.room, Said("said", f"{self.user} left", now()))
+            await tell_everyone(self.room, Said("said", f"{self.user} left", now()))
 
 
 app.add_websocket_route("/chat/{room}", Chat, receive_type=ClientMessage, send_type=ServerMessage)

@@ -15,6 +15,8 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from examples import typed_chat
 from trio_bocaws import App, MessageValidationError, WebSocket, WebSocketEndpoint, handles
+from trio_bocaws.testing import ConnectionClosed as ClosedInTestClient
+from trio_bocaws.testing import TestClient
 
 from .conftest import Server, close_of, connect
 
@@ -179,6 +181,28 @@ async def test_on_message_may_be_overridden_and_invalid_messages_give_1007(serve
             with pytest.raises(ConnectionClosed) as closed:
                 await client.get_message()
     assert close_of(closed) == (1007, "invalid message: $.n: required field missing")
+
+
+async def test_on_disconnect_still_runs_when_the_server_shuts_down() -> None:
+    app = App()
+    said_goodbye: list[int | None] = []
+
+    class Polite(WebSocketEndpoint):
+        async def on_connect(self, ws: WebSocket) -> None:
+            await ws.accept()
+
+        async def on_disconnect(self, ws: WebSocket, code: int | None) -> None:
+            await trio.lowlevel.checkpoint()  # cancelled here, were it not shielded
+            said_goodbye.append(code)
+
+    app.add_websocket_route("/", Polite)
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app) as client, client.websocket_connect("/") as ws:
+            client.begin_shutdown()
+            with pytest.raises(ClosedInTestClient) as closed:
+                await ws.receive_text()
+    assert closed.value.code == 1001
+    assert said_goodbye == [None]
 
 
 def test_handles_takes_classes() -> None:

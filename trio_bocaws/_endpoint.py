@@ -7,6 +7,8 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
+import trio
+
 from ._errors import MessageValidationError, WebSocketDisconnect
 from ._websocket import WebSocket, WebSocketState
 
@@ -105,8 +107,8 @@ class WebSocketEndpoint:
     async def on_disconnect(self, ws: WebSocket, code: int | None) -> None:
         """The loop is over. ``code`` is the client's close code when the client left,
         ``None`` otherwise (the endpoint closed or rejected it, or the view was cancelled
-        or failed; ``ws.state`` tells which). When the view is cancelled (server
-        shutdown), this runs cancelled too: shield what must still be done."""
+        or failed; ``ws.state`` tells which). It runs shielded from cancellation, so
+        also after a server shutdown, for at most ``close_timeout`` seconds."""
 
     @classmethod
     def as_view(cls) -> Callable[..., Awaitable[None]]:
@@ -134,7 +136,10 @@ class WebSocketEndpoint:
                         raise
                     await endpoint.on_message(ws, message)
             finally:
-                await endpoint.on_disconnect(ws, code)
+                # Shielded, so that a cancelled view (server shutdown) can still tell the
+                # others; bounded, so that it cannot hold the connection open.
+                with trio.move_on_after(ws.config.close_timeout, shield=True):
+                    await endpoint.on_disconnect(ws, code)
 
         signature = inspect.signature(cls.on_connect)
         # Without self; and without *args, which only the base class's hook has (so that
