@@ -10,6 +10,7 @@ import datetime
 import enum
 import functools
 import json
+import keyword
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -263,7 +264,7 @@ def classes(draw: st.DrawFn, depth: int = 0, tag: str | None = None) -> type:
         fields["type"] = attrs.field(type=tag_type)
         strategies["type"] = st.just(tag)
     for name in names:
-        if name == "type":
+        if name == "type" or keyword.iskeyword(name):
             continue
         annotation, values = draw(field_types(depth))
         fields[name] = attrs.field(type=annotation)

@@ -17,6 +17,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Final, Literal, Union
 
 import attrs
@@ -111,7 +112,8 @@ def message_converter() -> cattrs.Converter:
     pass it as ``converter=`` to :class:`~trio_bocaws.WebSocketConfig` or
     :class:`~trio_bocaws.App`.
     """
-    converter = cattrs.Converter()
+    # Sets go out as JSON arrays (and MessagePack arrays).
+    converter = cattrs.Converter(unstruct_collection_overrides={AbstractSet: list})
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(int, _structure_int)
     converter.register_structure_hook(float, _structure_float)
@@ -509,6 +511,7 @@ def _leaf(
             if not isinstance(found, (str, int, float, bool)) or found not in table:
                 yield _tag_problem(path, name, table, found)
                 return
+            annotation = table[found]  # the tag chose a class, which refused the fields
     if isinstance(annotation, type) and attrs.has(annotation) and isinstance(value, Mapping):
         # The fields fitted and the class refused them: an attrs validator's own words.
         yield path, str(exc) or type(exc).__name__
