@@ -13,11 +13,14 @@ import json
 import keyword
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+import cattrs
+import cattrs.strategies
 import jsonschema
 import pytest
 import trio
@@ -358,3 +361,111 @@ def test_the_document_shown_in_the_docs_is_current() -> None:
     ``python -m trio_bocaws asyncapi examples.typed_chat:app --title "Typed chat"``."""
     shown = json.loads((ROOT / "examples/typed_chat_asyncapi.json").read_text(encoding="utf-8"))
     assert shown == typed_chat.app.asyncapi(title="Typed chat", version="1.0.0")
+
+
+NOT_JSON = object()
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@attrs.frozen
+class Everything:
+    """Everything(a=...) is attrs's generated text, not a description: it is left out."""
+
+    anything: Any
+    pair: tuple[int, str]
+    many: tuple[float, ...]
+    unique: frozenset[str]
+    sequence: Sequence[int]
+    bare_list: list  # type: ignore[type-arg]
+    bare_dict: dict  # type: ignore[type-arg]
+    level: Level
+    modes: Literal["a", "b"]
+    number: int | str
+    maybe_number: int | str | None
+    unknown: uuid.UUID
+    derived: int = attrs.field(init=False, default=0)
+    stamp: datetime.datetime = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    opaque: Any = NOT_JSON
+
+
+def test_every_kind_of_field_has_a_schema(asyncapi_schema: jsonschema.protocols.Validator) -> None:
+    converter = message_converter()
+    # cattrs takes unions of plain types only when told how.
+    cattrs.strategies.configure_union_passthrough(int | str, converter)
+    converter.register_structure_hook(uuid.UUID, lambda value, _: uuid.UUID(value))
+    app = App(converter=converter)
+
+    @app.websocket_route("/everything", receive_type=Everything, send_type="event")
+    async def everything(ws: WebSocket, **params: Any) -> None:
+        pass
+
+    @app.websocket_route("/{name}/copy", receive_type=Everything, send_type="text")
+    async def everything_2(ws: WebSocket, name: str, flag) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    servers = {"local": {"host": "127.0.0.1:8000", "protocol": "ws"}}
+    document = app.asyncapi(title="All", version="1", servers=servers)
+    assert_valid(asyncapi_schema, document)
+    assert document["servers"] == servers
+    # The second view's name would repeat the first's channel key: it gets another.
+    assert set(document["channels"]) == {"everything", "everything_2"}
+    assert "bindings" not in document["channels"]["everything"]
+    assert document["channels"]["everything_2"]["bindings"]["ws"]["query"] == {
+        "type": "object",
+        "properties": {"flag": {"type": "string"}},
+        "required": ["flag"],
+    }
+    schema = document["components"]["schemas"]["Everything"]
+    assert "description" not in schema
+    properties = schema["properties"]
+    assert "derived" not in properties
+    assert properties["anything"] == {}
+    assert properties["pair"] == {
+        "type": "array",
+        "items": [{"type": "integer"}, {"type": "string"}],
+        "minItems": 2,
+        "maxItems": 2,
+    }
+    assert properties["many"] == {"type": "array", "items": {"type": "number"}}
+    assert properties["unique"] == {
+        "type": "array",
+        "items": {"type": "string"},
+        "uniqueItems": True,
+    }
+    assert properties["sequence"] == {"type": "array", "items": {"type": "integer"}}
+    assert properties["bare_list"] == {"type": "array"}
+    assert properties["bare_dict"] == {"type": "object"}
+    assert properties["level"] == {"enum": [1, 2], "type": "integer"}
+    assert properties["modes"] == {"enum": ["a", "b"], "type": "string"}
+    assert properties["number"] == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    assert properties["maybe_number"] == {
+        "anyOf": [{"anyOf": [{"type": "integer"}, {"type": "string"}]}, {"type": "null"}]
+    }
+    assert properties["unknown"] == {}
+    assert properties["stamp"]["default"] == "2024-01-01T00:00:00+00:00"
+    assert properties["opaque"] == {}  # its default is not JSON
+    assert document["components"]["messages"]["Any"]["payload"] == {}
+
+
+async def test_head_and_other_methods_on_the_document_path(serve: Serve) -> None:
+    app = App(asyncapi=AsyncAPIConfig(title="t", version="1", path="/spec"))
+    server = await serve(app)
+    host, port = server.url.removeprefix("ws://").split(":")
+    with trio.fail_after(TIMEOUT):
+        for method, status, empty in [("HEAD", 200, True), ("POST", 404, False)]:
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(
+                    f"{method} /spec HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                response = b""
+                while chunk := await stream.receive_some():
+                    response += chunk
+            head, _, body = response.partition(b"\r\n\r\n")
+            assert int(head.split()[1]) == status
+            assert (body == b"") is empty

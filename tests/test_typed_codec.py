@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+import uuid
 from typing import Any, Literal
 
 import attrs
@@ -12,7 +13,14 @@ import cattrs
 import msgpack
 import pytest
 
-from trio_bocaws import MessageValidationError, TypedMessages, message_converter
+from trio_bocaws import (
+    App,
+    MessageValidationError,
+    TypedMessages,
+    WebSocket,
+    WebSocketConfig,
+    message_converter,
+)
 from trio_bocaws._typed import close_reason, codec_for
 
 
@@ -188,3 +196,21 @@ def test_msgpack_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "msgpack", None)
     with pytest.raises(ImportError, match=r"pip install trio-bocaws\[msgpack\]"):
         TypedMessages(Circle, encoding="msgpack")
+
+
+def test_a_field_the_converter_cannot_read_is_refused_when_configured() -> None:
+    @attrs.frozen
+    class Tagged:
+        id: uuid.UUID
+
+    with pytest.raises(TypeError, match=r"receive_type: Unsupported type: <class 'uuid.UUID'>"):
+        WebSocketConfig(receive_type=Tagged)
+    converter = message_converter()
+    converter.register_structure_hook(uuid.UUID, lambda value, _: uuid.UUID(value))
+    app = App(converter=converter)
+
+    async def view(ws: WebSocket) -> None:
+        pass  # pragma: no cover
+
+    route = app.add_websocket_route("/", view, value_type=Tagged)
+    assert route.config.converter is converter

@@ -30,7 +30,7 @@ from typing import Any, Final, Literal, Union
 import attrs
 
 from ._routing import WebSocketRoute
-from ._typed import TypedMessages, codec_for, members_of, tag_of
+from ._typed import TypedMessages, converter_for, members_of, tag_of
 
 __all__ = ["AsyncAPIConfig", "asyncapi_document", "serve_document"]
 
@@ -273,7 +273,7 @@ class _Builder:
             return [self._plain_message(value_type)]
         encoding = value_type.encoding if isinstance(value_type, TypedMessages) else "json"
         content_type = "application/msgpack" if encoding == "msgpack" else "application/json"
-        converter = codec_for(value_type, config.converter).converter
+        converter = converter_for(value_type, config.converter)
         keys = []
         for cls in classes:
             schema_name = self._schema_name(cls, converter)

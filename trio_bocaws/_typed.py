@@ -38,6 +38,7 @@ __all__ = [
     "check_typed",
     "close_reason",
     "codec_for",
+    "converter_for",
     "is_typed",
     "members_of",
     "message_converter",
@@ -250,10 +251,16 @@ def is_typed(value: object) -> bool:
     return isinstance(value, TypedMessages) or members_of(value) is not None
 
 
-def check_typed(value: object) -> None:
-    """Raise TypeError if typed messages ``value`` cannot be used (a union with no tag)."""
-    if not isinstance(value, TypedMessages):
-        TypedMessages(value)
+def check_typed(value: object, converter: cattrs.BaseConverter | None = None) -> None:
+    """Raise TypeError if typed messages ``value`` cannot be used: a union with no tag, or
+    a field type the converter cannot structure (found here, not at the first message)."""
+    try:
+        codec_for(value, converter)
+    except cattrs.StructureHandlerNotFoundError as exc:
+        raise TypeError(
+            f"{exc} (a field of {value!r}; register a structure hook for it on a converter "
+            "made with message_converter())"
+        ) from None
 
 
 # -- The codec -------------------------------------------------------------------------------
@@ -392,8 +399,15 @@ def codec_for(value_type: Any, converter: cattrs.BaseConverter | None = None) ->
     ``converter`` is the config's; a :class:`TypedMessages` with its own converter wins.
     """
     spec = value_type if isinstance(value_type, TypedMessages) else TypedMessages(value_type)
-    chosen = spec.converter or converter or _DEFAULT_CONVERTER
-    return _codec(spec, chosen)
+    return _codec(spec, converter_for(spec, converter))
+
+
+def converter_for(
+    value_type: Any, converter: cattrs.BaseConverter | None = None
+) -> cattrs.BaseConverter:
+    """The converter that typed messages ``value_type`` use on a route with ``converter``."""
+    own = value_type.converter if isinstance(value_type, TypedMessages) else None
+    return own or converter or _DEFAULT_CONVERTER
 
 
 def close_reason(error: MessageValidationError) -> str:
