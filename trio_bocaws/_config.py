@@ -84,7 +84,7 @@ def _to_close_codes(value: object) -> CloseCodes:
     return CloseCodes(codes)
 
 
-def _check_value_type(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _check_value_type(config: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, str) and value in VALUE_TYPES:
         return
     if isinstance(value, str) or not is_typed(value):
@@ -94,7 +94,8 @@ def _check_value_type(_: object, attribute: attrs.Attribute[Any], value: object)
             f"a union of them, TypedMessages(...)); not {value!r}"
         )
     try:
-        check_typed(value)  # a union without a tag field is refused here
+        # Validators run once every field is set, so the converter is known here.
+        check_typed(value, config.converter)
     except TypeError as exc:
         raise TypeError(f"{attribute.name}: {exc}") from None
 
