@@ -26,7 +26,7 @@ from trio_bocaws import (
 )
 from trio_bocaws._typed import codec_for
 
-from .conftest import Server, close_of, connect
+from .conftest import Server, close_of, connect, websocket_app
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 5
@@ -385,3 +385,29 @@ def test_configuration_errors_name_the_problem() -> None:
     # The four strings, unchanged.
     for name in ("text", "bytes", "json", "event"):
         assert WebSocketConfig(receive_type=name).receive_type == name
+
+
+async def test_a_bare_websocket_takes_typed_messages_and_closes_with_1007(serve: Serve) -> None:
+    """Without an App: Bocadillo's constructor, `async with ws`, typed value types."""
+    received: list[object] = []
+
+    async def handler(ws: WebSocket) -> None:
+        async with ws:
+            async for message in ws:
+                received.append(message)
+                await ws.send(Echo("echo", message.user, len(received)))
+
+    server = await serve(websocket_app(handler, receive_type=Join, send_type=Echo))
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/") as client:
+            await client.send_message('{"type": "join", "user": "ann"}')
+            assert json.loads(await client.get_message()) == {
+                "type": "echo",
+                "said": "ann",
+                "count": 1,
+            }
+            await client.send_message('{"type": "join"}')
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.get_message()
+    assert close_of(closed) == (1007, "invalid message: $.user: required field missing")
+    assert received == [Join("join", "ann")]
