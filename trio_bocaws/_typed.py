@@ -285,7 +285,6 @@ class MessageCodec:
     __slots__ = (
         "_loads",
         "_structure",
-        "_tag",
         "_unstructure",
         "classes",
         "converter",
@@ -302,7 +301,6 @@ class MessageCodec:
         self._structure = {cls: converter.get_structure_hook(cls) for cls in self.classes}
         self._unstructure = {cls: converter.get_unstructure_hook(cls) for cls in self.classes}
         self.tag = tag_of(self.classes) if len(self.classes) > 1 else None
-        self._tag = self.tag
         self._loads = self._loads_json if self.encoding == "json" else self._loads_msgpack
 
     # -- In --
@@ -349,10 +347,10 @@ class MessageCodec:
             raise MessageValidationError(
                 [("$", f"expected an object ({self.names}), got {_show(raw)}")], raw
             )
-        if self._tag is None:
+        if self.tag is None:
             cls = self.classes[0]
         else:
-            name, table = self._tag
+            name, table = self.tag
             tag = raw.get(name, _MISSING)
             found = table.get(tag) if isinstance(tag, (str, int, float, bool)) else None
             if found is None:
