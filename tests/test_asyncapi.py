@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from examples import typed_chat
 from trio_bocaws import App, AsyncAPIConfig, TypedMessages, WebSocket, message_converter
 from trio_bocaws._cli import main
+from trio_bocaws._typed import codec_for
 
 from .components import require
 from .conftest import Server
@@ -237,7 +238,7 @@ LEAVES: list[tuple[Any, st.SearchStrategy[Any]]] = [
 
 @st.composite
 def field_types(draw: st.DrawFn, depth: int = 0) -> tuple[Any, st.SearchStrategy[Any]]:
-    choice = draw(st.integers(0, 5 if depth < 2 else 0))
+    choice = draw(st.integers(0, 6 if depth < 2 else 0))
     if choice <= 1:
         leaf: tuple[Any, st.SearchStrategy[Any]] = draw(st.sampled_from(LEAVES))
         return leaf
@@ -248,8 +249,13 @@ def field_types(draw: st.DrawFn, depth: int = 0) -> tuple[Any, st.SearchStrategy
         return dict[str, inner], st.dictionaries(st.text(max_size=3), values, max_size=3)  # type: ignore[valid-type]
     if choice == 4:
         return inner | None, st.none() | values
-    cls = draw(classes(depth + 1))
-    return cls, instances(cls)
+    if choice == 5:
+        cls = draw(classes(depth + 1))
+        return cls, instances(cls)
+    # A tagged union inside a class: a oneOf keyed by the tag.
+    first, second = draw(classes(depth + 1, tag="a")), draw(classes(depth + 1, tag="b"))
+    union: Any = first | second
+    return union, instances(first) | instances(second)
 
 
 _counter = iter(range(10**9))
@@ -315,6 +321,9 @@ def test_generated_classes_give_valid_documents_and_schemas_their_messages_fit(
         raw = json.loads(json.dumps(converter.unstructure(instance)))
         problems = list(payload_validator(document, member.__name__).iter_errors(raw))
         assert problems == [], raw
+        # And the codec reads back what it wrote.
+        codec = codec_for(union)
+        assert codec.decode({"text": codec.encode(instance)["text"]}) == instance
 
 
 # -- Served over HTTP, and printed by the command line ------------------------------------
