@@ -236,8 +236,9 @@ async def test_an_escaped_validation_error_closes_with_1007_and_logs_one_warning
     assert len(records) == 1
     assert records[0].levelno == logging.WARNING and records[0].exc_info is None
     assert records[0].getMessage() == (
-        "client of test_an_escaped_validation_error_closes_with_1007_and_logs_one_warning."
-        "<locals>.chat for '/chat' sent invalid message: $.user: expected str, got [\"ann\"]"
+        "WebSocket view test_an_escaped_validation_error_closes_with_1007_and_logs_one_warning."
+        "<locals>.chat for '/chat': client sent invalid message: $.user: expected str, "
+        'got ["ann"]'
     )
 
 

@@ -449,7 +449,9 @@ class App:
         for error in errors:
             if isinstance(error, MessageValidationError):
                 # The client's fault: one line, no traceback (the client got 1007).
-                logger.warning("client of %s for %r sent %s", name, route.pattern, error)
+                logger.warning(
+                    "WebSocket view %s for %r: client sent %s", name, route.pattern, error
+                )
             elif isinstance(error, WebSocketDisconnect):
                 logger.info(
                     "client of %s left with close code %s (not in caught_close_codes)%s",
