@@ -586,7 +586,16 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": sys.version.split()[0]}
-    for name in ("trio", "hypercorn", "wsproto", "h11", "trio-websocket", "starlette", "anyio"):
+    for name in (
+        "trio",
+        "hypercorn",
+        "wsproto",
+        "h11",
+        "trio-websocket",
+        "websockets",
+        "starlette",
+        "anyio",
+    ):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -10,6 +10,8 @@ KIND is one of:
   (what ``python -m trio_bocaws`` runs).
 - ``starlette``: a Starlette app with a WebSocket route, on hypercorn's trio worker.
 - ``trio-websocket``: trio-websocket's own server, ``trio_websocket.serve_websocket``.
+- ``websockets-trio``: the websockets library's Trio server, ``websockets.trio.server.serve``
+  (compression off and pings off, as the hypercorn servers run).
 
 Every server echoes each message on ``/echo`` (text) and ``/echo-bytes`` (binary), prints
 ``PORT <n>`` on stdout once it listens, and stops gracefully on SIGTERM or SIGINT.
@@ -48,7 +50,7 @@ from typing import Any
 
 import trio
 
-KINDS = ("bare", "bare+fixes", "trio_bocaws", "starlette", "trio-websocket")
+KINDS = ("bare", "bare+fixes", "trio_bocaws", "starlette", "trio-websocket", "websockets-trio")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -135,6 +137,16 @@ async def trio_websocket_handler(request: Any) -> None:
         pass
 
 
+async def websockets_trio_handler(connection: Any) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        while True:
+            await connection.send(await connection.recv())
+    except ConnectionClosed:
+        pass
+
+
 # -- Serving -------------------------------------------------------------------------------
 
 
@@ -170,6 +182,28 @@ async def start_server(
 
         nursery.start_soon(stop_on_trigger)
         return int(server.port)
+    if kind == "websockets-trio":
+        from websockets.trio.server import serve as websockets_serve
+
+        # hypercorn negotiates permessage-deflate only when the client offers it, and the
+        # benchmark clients do not; pings are off on the hypercorn servers too.
+        ws_server = await nursery.start(
+            partial(
+                websockets_serve,
+                websockets_trio_handler,
+                port,
+                host="127.0.0.1",
+                compression=None,
+                ping_interval=None,
+            )
+        )
+
+        async def stop_websockets_on_trigger() -> None:
+            await trigger()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop_websockets_on_trigger)
+        return int(ws_server.listeners[0].socket.getsockname()[1])
     if kind == "trio_bocaws":
         import trio_bocaws
 
