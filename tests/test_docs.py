@@ -1561,6 +1561,72 @@ async def test_hypercorns_command_line_with_a_config_file() -> None:
     assert close_of(closed)[0] == 1009
 
 
+# -- Typed messages ------------------------------------------------------------------------
+
+
+async def test_typed_messages_guide() -> None:
+    import msgpack
+
+    module = snippet("typed_messages")
+    client = TestClient(module.app, raise_app_exceptions=False)
+    order = {"type": "order", "items": [{"name": "tea", "price": 2.5}]}
+    async with client.websocket_connect("/orders") as ws:
+        await ws.send_json(order)
+        text = await ws.receive_text()
+        assert text == '{"type":"receipt","order":1,"total":2.5,"status":"placed"}'
+        await ws.send_json({"type": "cancel", "order": 1, "reason": "ignored key"})
+        assert await ws.receive_json() == {
+            "type": "receipt",
+            "order": 1,
+            "total": 0.0,
+            "status": "cancelled",
+        }
+        await ws.send_json({"type": "order", "items": [{"name": "a", "price": "abc"}]})
+        assert await closed_with(ws) == (
+            1007,
+            'invalid message: $.items[0].price: expected float, got "abc"',
+        )
+    # The problems the page lists, each as the patient view reports it.
+    problems = {
+        json.dumps(
+            {
+                "type": "order",
+                "items": [{"name": "a", "price": 1}] * 2 + [{"name": "c", "price": "abc"}],
+            }
+        ): '$.items[2].price: expected float, got "abc"',
+        json.dumps(
+            {"type": "order", "items": [{"price": 1}]}
+        ): "$.items[0].name: required field missing",
+        json.dumps({"type": "refund"}): '$.type: expected one of "order", "cancel", got "refund"',
+        json.dumps({"type": "order", "items": [], "priority": "urgent"}): (
+            '$.priority: expected one of "low", "high", got "urgent"'
+        ),
+        json.dumps({"type": "order", "items": [], "due": "tomorrow"}): (
+            '$.due: expected an ISO 8601 date and time or null, got "tomorrow"'
+        ),
+        "": "$: invalid JSON: Expecting value: line 1 column 1 (char 0)",
+    }
+    page = (DOCS / "typed-messages.md").read_text(encoding="utf-8")
+    async with client.websocket_connect("/orders/patient") as ws:
+        for sent, problem in problems.items():
+            assert problem in page
+            await ws.send_text(sent)
+            assert await ws.receive_json() == {"errors": [problem]}
+        await ws.send_json({"type": "cancel", "order": 3})
+        assert await ws.receive_json() == {"ok": "Cancel"}
+    async with client.websocket_connect("/orders/binary") as ws:
+        await ws.send_bytes(msgpack.packb({**order, "due": "2024-05-06T07:08:09+00:00"}))
+        assert msgpack.unpackb(await ws.receive_bytes()) == {
+            "type": "receipt",
+            "order": 1,
+            "total": 1.0,
+            "status": "placed",
+        }
+    async with TestClient(module.loose_app).websocket_connect("/orders") as ws:
+        await ws.send_json({**order, "priority": "HIGH"})
+        assert await ws.receive_text() == "high"
+
+
 # -- Migrating -----------------------------------------------------------------------------
 
 

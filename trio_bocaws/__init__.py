@@ -3,6 +3,7 @@
 from . import hypercorn_fixes as _hypercorn_fixes
 from ._app import App as App
 from ._app import AppConfig as AppConfig
+from ._asyncapi import AsyncAPIConfig as AsyncAPIConfig
 from ._broadcast import Broadcast as Broadcast
 from ._broadcast import BroadcastConfig as BroadcastConfig
 from ._broadcast import BroadcastError as BroadcastError
@@ -15,6 +16,9 @@ from ._config import CloseCodes as CloseCodes
 from ._config import WebSocketConfig as WebSocketConfig
 from ._datastructures import URL as URL
 from ._datastructures import Address as Address
+from ._endpoint import WebSocketEndpoint as WebSocketEndpoint
+from ._endpoint import handles as handles
+from ._errors import MessageValidationError as MessageValidationError
 from ._errors import RejectConnection as RejectConnection
 from ._errors import TrioBocawsError as TrioBocawsError
 from ._errors import UnexpectedMessageType as UnexpectedMessageType
@@ -27,6 +31,8 @@ from ._routing import WebSocketRoute as WebSocketRoute
 from ._serve import ServerConfig as ServerConfig
 from ._serve import run as run
 from ._serve import serve as serve
+from ._typed import TypedMessages as TypedMessages
+from ._typed import message_converter as message_converter
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketState as WebSocketState
 
@@ -38,6 +44,7 @@ __all__ = [
     "Address",
     "App",
     "AppConfig",
+    "AsyncAPIConfig",
     "Broadcast",
     "BroadcastConfig",
     "BroadcastError",
@@ -45,20 +52,25 @@ __all__ = [
     "CloseCodes",
     "HTMLPage",
     "Message",
+    "MessageValidationError",
     "ParameterError",
     "RejectConnection",
     "Room",
     "ServerConfig",
     "Subscription",
     "TrioBocawsError",
+    "TypedMessages",
     "UnexpectedMessageType",
     "WebSocket",
     "WebSocketClosedError",
     "WebSocketConfig",
     "WebSocketDisconnect",
+    "WebSocketEndpoint",
     "WebSocketRoute",
     "WebSocketState",
     "WebSocketStateError",
+    "handles",
+    "message_converter",
     "run",
     "serve",
 ]

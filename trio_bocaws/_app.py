@@ -10,12 +10,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar, overload
 
 import attrs
+import cattrs
 import trio
 
+from ._asyncapi import AsyncAPIConfig, asyncapi_document, serve_document
 from ._broadcast import Broadcast, BroadcastError
 from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
+from ._endpoint import WebSocketEndpoint, view_of
 from ._errors import (
+    MessageValidationError,
     RejectConnection,
     UnexpectedMessageType,
     WebSocketDisconnect,
@@ -127,6 +131,10 @@ class App:
         broadcast: A :class:`~trio_bocaws.Broadcast` hub: connected at startup (if it
             cannot connect, the server refuses to start), its reader running in the app's
             nursery, closed at shutdown.
+        converter: The cattrs converter for every route's typed messages (the default is
+            :func:`~trio_bocaws.message_converter`'s).
+        asyncapi: Serve the app's AsyncAPI document over HTTP, as
+            :class:`~trio_bocaws.AsyncAPIConfig` says.
     """
 
     def __init__(
@@ -136,9 +144,25 @@ class App:
         config: AppConfig | None = None,
         authenticate: Authenticate | None = None,
         broadcast: Broadcast | None = None,
+        converter: cattrs.BaseConverter | None = None,
+        asyncapi: AsyncAPIConfig | None = None,
     ):
         self._http_app = http_app or _not_found
         self._config = AppConfig() if config is None else config
+        if converter is not None:
+            # Every route's typed messages use it, unless a route's config names another.
+            websocket = attrs.evolve(self._config.websocket, converter=converter)
+            self._config = attrs.evolve(self._config, websocket=websocket)
+        if asyncapi is not None:
+            self._http_app = serve_document(
+                lambda: self.asyncapi(
+                    title=asyncapi.title,
+                    version=asyncapi.version,
+                    description=asyncapi.description,
+                ),
+                asyncapi.path,
+                self._http_app,
+            )
         self._authenticate = _check_hook(authenticate)
         self._broadcast = broadcast
         self._router = Router()
@@ -195,18 +219,19 @@ class App:
     def add_websocket_route(
         self,
         pattern: str,
-        view: View,
+        view: View | type[WebSocketEndpoint],
         *,
         auto_accept: bool | None = None,
-        value_type: str | None = None,
-        receive_type: str | None = None,
-        send_type: str | None = None,
+        value_type: Any = None,
+        receive_type: Any = None,
+        send_type: Any = None,
         caught_close_codes: Any = None,
         idle_timeout: float | None = None,
         authenticate: Any = APP_DEFAULT,
         config: WebSocketConfig | None = None,
     ) -> WebSocketRoute:
-        """Route connections to ``pattern`` to ``view``.
+        """Route connections to ``pattern`` to ``view`` (an ``async def``, or a
+        :class:`~trio_bocaws.WebSocketEndpoint` class).
 
         ``auto_accept``, ``value_type``, ``receive_type``, ``send_type``,
         ``caught_close_codes`` and ``idle_timeout`` are as for
@@ -221,7 +246,7 @@ class App:
         base = self._config.websocket if config is None else config
         route = WebSocketRoute.create(
             pattern,
-            view,
+            view_of(view),
             base.with_options(
                 auto_accept=auto_accept,
                 value_type=value_type,
@@ -240,9 +265,9 @@ class App:
         pattern: str,
         *,
         auto_accept: bool | None = None,
-        value_type: str | None = None,
-        receive_type: str | None = None,
-        send_type: str | None = None,
+        value_type: Any = None,
+        receive_type: Any = None,
+        send_type: Any = None,
         caught_close_codes: Any = None,
         idle_timeout: float | None = None,
         authenticate: Any = APP_DEFAULT,
@@ -266,6 +291,20 @@ class App:
             return view
 
         return register
+
+    def asyncapi(
+        self, *, title: str, version: str, description: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """An AsyncAPI 3.0 document describing every WebSocket route, as a dict.
+
+        Each route is a channel: its address with path parameters, its query parameters
+        (in the WebSockets binding), the messages it receives and sends (JSON Schemas of
+        typed messages), and the close codes it documents (``x-close-codes``). ``extra``
+        may give ``servers``. ``python -m trio_bocaws asyncapi module:app`` prints it.
+        """
+        return asyncapi_document(
+            self.routes, title=title, version=version, description=description, **extra
+        )
 
     def on_startup(self, callback: C) -> C:
         """Run ``callback`` (sync or async, no arguments) at startup, in order. If one
@@ -401,7 +440,10 @@ class App:
             cancelled, errors = None, [exc]
         name = getattr(route.view, "__qualname__", route.view)
         for error in errors:
-            if isinstance(error, (UnexpectedMessageType, ClientJSONError)) and len(errors) == 1:
+            if (
+                isinstance(error, (UnexpectedMessageType, ClientJSONError, MessageValidationError))
+                and len(errors) == 1
+            ):
                 # The client's fault (closed 1003/1007): one line, no traceback, so that a
                 # client cannot fill the log with them.
                 logger.warning(

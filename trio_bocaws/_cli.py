@@ -1,9 +1,13 @@
-"""``python -m trio_bocaws module:app``: run an app on hypercorn's trio worker."""
+"""``python -m trio_bocaws module:app``: run an app on hypercorn's trio worker.
+
+``python -m trio_bocaws asyncapi module:app`` prints the app's AsyncAPI document instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -148,6 +152,9 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    arguments_given = sys.argv[1:] if argv is None else list(argv)
+    if arguments_given[:1] == ["asyncapi"]:
+        return _print_asyncapi(arguments_given[1:])
     try:
         arguments = _parser().parse_args(argv)
         config = ServerConfig(
@@ -187,6 +194,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{PROGRAM}: error: cannot listen on {binds}: {exc.strerror or exc}", file=sys.stderr
         )
         return 1
+
+
+def _print_asyncapi(argv: Sequence[str]) -> int:
+    """``trio-bocaws asyncapi module:app``: print the app's AsyncAPI document."""
+    parser = _Parser(
+        prog=f"{PROGRAM} asyncapi",
+        description="Print the AsyncAPI 3.0 document of a trio_bocaws App's WebSocket routes.",
+    )
+    parser.add_argument("app", help="the App, as module:attribute (e.g. chat:app)")
+    parser.add_argument("--title", help="the API's title (default: the app's module:attribute)")
+    parser.add_argument("--api-version", default="1.0.0", help="the API's version (1.0.0)")
+    parser.add_argument("--description", help="a description of the API")
+    try:
+        arguments = parser.parse_args(argv)
+        app = load_app(arguments.app)
+        describe = getattr(app, "asyncapi", None)
+        if not callable(describe):
+            raise UsageError(f"{arguments.app!r} is not a trio_bocaws App")
+        document = describe(
+            title=arguments.title or arguments.app,
+            version=arguments.api_version,
+            description=arguments.description,
+        )
+    except UsageError as exc:
+        print(f"{PROGRAM} asyncapi: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(document, indent=2))
+    return 0
 
 
 def _run_workers(app_path: str, config: ServerConfig) -> int:

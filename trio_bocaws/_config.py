@@ -6,7 +6,9 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any, Final, Literal
 
 import attrs
+import cattrs
 
+from ._typed import check_typed, is_typed
 from ._validation import validate_close_code, validate_close_reason
 
 __all__ = ["ALL_CLOSE_CODES", "VALUE_TYPES", "CloseCodes", "ValueType", "WebSocketConfig"]
@@ -82,10 +84,25 @@ def _to_close_codes(value: object) -> CloseCodes:
     return CloseCodes(codes)
 
 
-def _check_value_type(_: object, attribute: attrs.Attribute[str], value: object) -> None:
-    if value not in VALUE_TYPES:
+def _check_value_type(config: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, str) and value in VALUE_TYPES:
+        return
+    if isinstance(value, str) or not is_typed(value):
         allowed = ", ".join(repr(name) for name in VALUE_TYPES)
-        raise ValueError(f"{attribute.name} must be one of {allowed}, not {value!r}")
+        raise ValueError(
+            f"{attribute.name} must be one of {allowed}, or typed messages (an attrs class, "
+            f"a union of them, TypedMessages(...)); not {value!r}"
+        )
+    try:
+        # Validators run once every field is set, so the converter is known here.
+        check_typed(value, config.converter)
+    except TypeError as exc:
+        raise TypeError(f"{attribute.name}: {exc}") from None
+
+
+def _check_converter(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, cattrs.BaseConverter):
+        raise TypeError(f"{attribute.name} must be a cattrs converter or None, not {value!r}")
 
 
 def _check_sendable_code(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -130,8 +147,12 @@ class WebSocketConfig:
         auto_accept: Accept the handshake on the first ``send*``/``receive*`` (or on entering
             ``async with``) instead of requiring :meth:`~trio_bocaws.WebSocket.accept`.
         receive_type: What :meth:`~trio_bocaws.WebSocket.receive` returns: ``"text"``,
-            ``"bytes"``, ``"json"`` or ``"event"`` (the raw ASGI event).
-        send_type: What :meth:`~trio_bocaws.WebSocket.send` takes, from the same four.
+            ``"bytes"``, ``"json"`` or ``"event"`` (the raw ASGI event); or typed messages:
+            an attrs class, a union of attrs classes with a tag field, or
+            :class:`~trio_bocaws.TypedMessages` (validated instances).
+        send_type: What :meth:`~trio_bocaws.WebSocket.send` takes, from the same choices.
+        converter: The cattrs converter for typed messages; ``None`` for
+            :func:`~trio_bocaws.message_converter`'s.
         caught_close_codes: Client close codes that end ``async with`` and ``async for``
             quietly. Anything :class:`CloseCodes` accepts: a tuple of ints, the builtin
             :func:`all`, or ``()`` for none.
@@ -154,8 +175,9 @@ class WebSocketConfig:
     """
 
     auto_accept: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-    receive_type: ValueType = attrs.field(default="text", validator=_check_value_type)
-    send_type: ValueType = attrs.field(default="text", validator=_check_value_type)
+    receive_type: ValueType | Any = attrs.field(default="text", validator=_check_value_type)
+    send_type: ValueType | Any = attrs.field(default="text", validator=_check_value_type)
+    converter: cattrs.BaseConverter | None = attrs.field(default=None, validator=_check_converter)
     caught_close_codes: CloseCodes = attrs.field(
         default=_DEFAULT_CAUGHT, converter=_to_close_codes
     )
@@ -193,9 +215,9 @@ class WebSocketConfig:
         self,
         *,
         auto_accept: bool | None = None,
-        value_type: str | None = None,
-        receive_type: str | None = None,
-        send_type: str | None = None,
+        value_type: Any = None,
+        receive_type: Any = None,
+        send_type: Any = None,
         caught_close_codes: object = None,
         idle_timeout: float | None = None,
     ) -> WebSocketConfig:

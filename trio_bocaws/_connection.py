@@ -109,12 +109,12 @@ class Connection:
         return self._config.auto_accept
 
     @property
-    def receive_type(self) -> str:
+    def receive_type(self) -> Any:
         """What :meth:`receive` returns."""
         return self._config.receive_type
 
     @property
-    def send_type(self) -> str:
+    def send_type(self) -> Any:
         """What :meth:`send` takes."""
         return self._config.send_type
 

@@ -7,6 +7,8 @@ The tree::
     ├── WebSocketDisconnect         the client went away    (also trio.BrokenResourceError)
     ├── UnexpectedMessageType       a text frame where bytes were expected, or the reverse
     │                               (also TypeError)
+    ├── MessageValidationError      a message does not fit the route's typed messages
+    │                               (also ValueError)
     └── WebSocketStateError         you used the socket out of order (also RuntimeError)
         └── WebSocketClosedError    you closed it, then used it (also trio.ClosedResourceError)
 
@@ -28,6 +30,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
+    "MessageValidationError",
     "RejectConnection",
     "TrioBocawsError",
     "UnexpectedMessageType",
@@ -111,6 +114,31 @@ class UnexpectedMessageType(TrioBocawsError, TypeError):
             f"expected a {self.expected} message but the client sent a {self.received} "
             f"message; use receive_{self.received}() or receive_event() to accept it"
         )
+
+
+class MessageValidationError(TrioBocawsError, ValueError):
+    """A message did not fit the route's typed messages (an attrs class or a union of them).
+
+    Raised by ``receive()`` (and ``async for``) on a route whose ``receive_type`` is typed.
+    The message is consumed and the connection stays usable: catch it to answer the client
+    and receive the next one. Escaping a view, it closes the connection with 1007
+    (invalid payload) and a reason naming the first problem.
+
+    Attributes:
+        errors: The problems, as ``(path, message)`` pairs, such as
+            ``("$.items[2].price", 'expected float, got "abc"')``. ``$`` is the message.
+        raw: What the client sent: the decoded document, or the text or bytes that could
+            not be decoded.
+    """
+
+    def __init__(self, errors: list[tuple[str, str]], raw: Any = None) -> None:
+        super().__init__(errors, raw)
+        self.errors = errors
+        self.raw = raw
+
+    def __str__(self) -> str:
+        problems = "; ".join(f"{path}: {message}" for path, message in self.errors)
+        return f"invalid message: {problems}"
 
 
 class WebSocketStateError(TrioBocawsError, RuntimeError):

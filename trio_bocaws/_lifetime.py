@@ -24,6 +24,7 @@ import trio
 from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
 from ._errors import (
+    MessageValidationError,
     RejectConnection,
     UnexpectedMessageType,
     WebSocketDisconnect,
@@ -32,6 +33,7 @@ from ._errors import (
 )
 from ._shutdown import server_shutdown_of
 from ._state import WebSocketState
+from ._typed import close_reason
 
 __all__ = ["Closable", "CloseDecision", "Lifetime", "close_for"]
 
@@ -110,6 +112,8 @@ def close_for(
             return CloseDecision(1003, f"expected a {error.expected} message")
         if isinstance(error, ClientJSONError):
             return CloseDecision(1007, "invalid JSON")
+        if isinstance(error, MessageValidationError):
+            return CloseDecision(1007, close_reason(error))
     return CloseDecision(1011)
 
 

@@ -41,6 +41,7 @@ from ._reader import Reader
 from ._refusal import Refusal, refusal_events
 from ._state import Transition, WebSocketState, next_state
 from ._stream_status import StreamStatus, stream_status_of
+from ._typed import codec_for
 from ._validation import (
     HeadersLike,
     validate_accept_headers,
@@ -119,9 +120,9 @@ class WebSocket(Connection):
         receive: Receive,
         send: Send,
         auto_accept: bool = True,
-        value_type: str | None = None,
-        receive_type: str | None = None,
-        send_type: str | None = None,
+        value_type: Any = None,
+        receive_type: Any = None,
+        send_type: Any = None,
         caught_close_codes: Any = None,
         *,
         config: WebSocketConfig | None = None,
@@ -144,8 +145,17 @@ class WebSocket(Connection):
         super().__init__(scope, config)
         self._receive = receive
         self._send = send
-        self._decode = DECODERS[config.receive_type]
-        self._encode = ENCODERS[config.send_type]
+        receive_type, send_type = config.receive_type, config.send_type
+        # A str is one of the four value types; anything else is typed messages (validated
+        # by the config), whose codec is built once per type and shared.
+        if type(receive_type) is str:
+            self._decode = DECODERS[receive_type]
+        else:
+            self._decode = codec_for(receive_type, config.converter).decode
+        if type(send_type) is str:
+            self._encode = ENCODERS[send_type]
+        else:
+            self._encode = codec_for(send_type, config.converter).encode
         self._state = WebSocketState.CONNECTING
         # The client's close code and reason, once known.
         self._peer_close: tuple[int, str] | None = None
