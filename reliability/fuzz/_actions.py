@@ -292,7 +292,7 @@ _close_codes = st.none() | st.sampled_from(
 )
 # A few stream ids carry a session: 1, 3 and 5 are the client's; 0, 2 and the largest id
 # are where a client may not send (most) frames.
-_streams = st.sampled_from([1, 1, 3, 3, 5])
+_streams = st.sampled_from([1, 1, 1, 3, 3, 5])
 _any_streams = st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1])
 
 _websocket_frames: st.SearchStrategy[WebSocketFrames] = st.one_of(
@@ -346,14 +346,23 @@ _connects = st.builds(
     st.none() | st.none() | st.none() | st.sampled_from(HTTP2_CONNECT_FLAWS),
     _rarely,  # END_STREAM on the HEADERS now and then
 )
+_stream_data = st.builds(StreamData, _streams, _websocket_frames | _payloads, _rarely)
+# Weighted by repetition: a stream's story (open, answer, then more DATA, RST_STREAM) is
+# where servers lose track of streams; connection-level oddities often end the connection.
 _http2_actions: st.SearchStrategy[Action] = st.one_of(
     _connects,
     _connects,
+    _connects,
     st.builds(StreamRequest, _streams, st.sampled_from(["GET", "POST"]), _paths, st.booleans()),
-    st.builds(StreamData, _streams, _websocket_frames | _payloads, _rarely),
-    st.builds(StreamData, _streams, _websocket_frames, st.just(False)),
-    st.builds(StreamData, _streams, _websocket_frames, st.just(False)),
+    _stream_data,
+    _stream_data,
+    _stream_data,
+    _stream_data,
+    st.just(Settle()),
+    st.just(Settle()),
+    st.just(Settle()),
     st.builds(Reset, _any_streams, st.sampled_from([0, 1, 2, 5, 8, 0xFFFF])),
+    st.builds(Reset, _streams, st.just(8)),
     st.builds(
         Settings,
         st.lists(
@@ -379,6 +388,38 @@ _http2_actions: st.SearchStrategy[Action] = st.one_of(
 )
 
 
+def _story(stream: int) -> st.SearchStrategy[tuple[Action, ...]]:
+    """A stream opened, the server let answer, then more on that same stream."""
+    opening = st.one_of(
+        st.builds(Connect, st.just(stream), _paths, _origins, st.none(), st.just(False)),
+        st.builds(StreamRequest, st.just(stream), st.just("POST"), _paths, st.just(False)),
+    )
+    follow_up = st.one_of(
+        st.builds(StreamData, st.just(stream), _websocket_frames | _payloads, _rarely),
+        st.builds(StreamData, st.just(stream), _websocket_frames, st.just(False)),
+        st.builds(Reset, st.just(stream), st.sampled_from([0, 8])),
+        st.builds(WindowUpdate, st.just(stream), st.sampled_from([0, 1, 65535])),
+        st.just(Settle()),
+    )
+    return st.builds(
+        lambda first, settle, rest: (first, *settle, *rest),
+        opening,
+        st.sampled_from([(Settle(),), (Settle(),), (Settle(),), ()]),
+        st.lists(follow_up, min_size=1, max_size=4),
+    )
+
+
+_http2_pieces = st.lists(
+    st.one_of(
+        _http2_actions.map(lambda action: (action,)),
+        _streams.flatmap(_story),
+        _streams.flatmap(_story),
+    ),
+    min_size=1,
+    max_size=6,
+).map(lambda pieces: tuple(action for piece in pieces for action in piece))
+
+
 def sessions(transports: tuple[Transport, ...] = tuple(Transport)) -> st.SearchStrategy[Session]:
     """Sessions over the given transports.
 
@@ -395,15 +436,15 @@ def sessions(transports: tuple[Transport, ...] = tuple(Transport)) -> st.SearchS
                     lambda preface: (preface,)
                 ),
             )
-            rest = st.lists(_http2_actions, max_size=12)
+            rest = _http2_pieces
         elif transport is Transport.TLS_RAW:
             first = st.just(())
-            rest = st.lists(st.one_of(*_common), max_size=4)
+            rest = st.lists(st.one_of(*_common), max_size=4).map(tuple)
         else:
             first = st.one_of(_handshakes, _handshakes, _handshakes, _requests).map(
                 lambda action: (action,)
             )
-            rest = st.lists(_http1_actions, max_size=10)
+            rest = st.lists(_http1_actions, max_size=10).map(tuple)
         choices.append(
             st.builds(
                 lambda transport, first, rest, ending: Session(transport, (*first, *rest), ending),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Final
 
 import attrs
@@ -164,6 +165,20 @@ async def campaign(
     for session in explicit:
         await one(session)
 
+    if sessions:
+        await trio.to_thread.run_sync(partial(_drive, strategy, sessions, seed, one))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _drive(
+    strategy: st.SearchStrategy[Session],
+    sessions: int,
+    seed: int | None,
+    one: Callable[[Session], Awaitable[None]],
+) -> None:
+    """Hypothesis's side, in a worker thread: each session drawn goes to the Trio run."""
+
     @settings(
         max_examples=sessions,
         deadline=None,
@@ -179,10 +194,7 @@ async def campaign(
 
     if seed is not None:
         drive = hypothesis_seed(seed)(drive)
-    if sessions:
-        await trio.to_thread.run_sync(drive)
-    report.seconds = time.monotonic() - started
-    return report
+    drive()
 
 
 async def minimize(
