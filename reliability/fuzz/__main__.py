@@ -13,7 +13,7 @@ import warnings
 
 import trio
 
-from ._actions import Transport, sessions
+from ._actions import Transport, parse_session, sessions
 from ._campaign import KNOWN_CRASHES, Report, campaign, minimize
 from ._target import FuzzTarget, Outcome
 
@@ -35,6 +35,20 @@ def _progress(report: Report) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+async def _replay(text: str, times: int) -> Report:
+    session = parse_session(text)
+    report = Report()
+    async with FuzzTarget(quiet=True) as target:
+        for _ in range(times):
+            outcome = await target.run(session)
+            report.add(session, outcome)
+            print(outcome)
+        print(report.summary())
+        for signature in report.crashes:
+            print(target.traceback_of(signature))
+    return report
 
 
 async def _main(arguments: argparse.Namespace) -> Report:
@@ -63,7 +77,7 @@ async def _main(arguments: argparse.Namespace) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reliability.fuzz", description=__doc__)
-    parser.add_argument("--sessions", type=int, default=10_000, help="default 10000")
+    parser.add_argument("--sessions", type=int, default=None, help="default 10000")
     parser.add_argument(
         "--seed", type=int, default=None, help="Hypothesis's seed (default: derandomized)"
     )
@@ -81,11 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="do not cut each crash's shortest session down to a minimal reproduction",
     )
+    parser.add_argument(
+        "--replay",
+        metavar="SESSION",
+        help="run one session, given as printed in a report, --sessions times (default once)",
+    )
     parser.add_argument("--verbose", action="store_true", help="let the server's log through")
     arguments = parser.parse_args(argv)
-    print(f"trio_bocaws at {_commit()}; {arguments.sessions} sessions", flush=True)
     # A crashed worker leaves sockets to the garbage collector; that is counted, not news.
     warnings.simplefilter("ignore", ResourceWarning)
+    if arguments.replay is not None:
+        report = trio.run(_replay, arguments.replay, arguments.sessions or 1)
+        return 0 if report.clean else 1
+    arguments.sessions = 10_000 if arguments.sessions is None else arguments.sessions
+    print(f"trio_bocaws at {_commit()}; {arguments.sessions} sessions", flush=True)
     report = trio.run(_main, arguments)
     return 0 if report.clean else 1
 

@@ -40,6 +40,7 @@ __all__ = [
     "Transport",
     "Trickle",
     "WindowUpdate",
+    "parse_session",
     "sessions",
 ]
 
@@ -57,6 +58,10 @@ class Transport(enum.Enum):
     """TLS with ALPN ``h2``."""
     TLS_RAW = "tls-raw"
     """Raw bytes to the TLS port: no TLS at all, or a broken one."""
+
+    def __repr__(self) -> str:
+        # A session's repr is its reproduction: it must read back (see parse_session).
+        return f"Transport.{self.name}"
 
     @property
     def tls(self) -> bool:
@@ -279,6 +284,24 @@ class Session:
     transport: Transport
     actions: tuple[Action, ...]
     ending: str = "close"
+
+
+def parse_session(text: str) -> Session:
+    """A session back from its ``repr`` (a reproduction printed by a campaign).
+
+    Raises:
+        ValueError: ``text`` is no session.
+    """
+    names = {name: globals()[name] for name in __all__ if name[0].isupper()}
+    try:
+        # Reproductions are written by this fuzzer and pasted by its user: evaluated with
+        # the session language's names only, no builtins.
+        session = eval(text, {"__builtins__": {}}, names)
+    except Exception as error:
+        raise ValueError(f"not a fuzz session: {error}") from error
+    if not isinstance(session, Session):
+        raise ValueError(f"not a fuzz session: {text[:80]!r}")
+    return session
 
 
 # -- Strategies -----------------------------------------------------------------------------

@@ -226,8 +226,8 @@ async def _end(connection: _Connection, ending: str, settle: Settler) -> None:
             transport = transport.transport_stream
         async with connection.send_lock:
             await transport.send_eof()
-        with trio.move_on_after(0.5):
-            await connection.peer_closed.wait()
+        # Whatever the server does about it (close, answer, nothing), it has done once idle.
+        await settle()
         return
     with trio.move_on_after(0.5):
         await connection.stream.aclose()

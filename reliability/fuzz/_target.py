@@ -94,7 +94,7 @@ class Outcome:
     """What one session did to the server."""
 
     crashes: list[str] = attrs.Factory(list)
-    """Signatures of the exceptions that escaped ``serve()`` during the session."""
+    """Each time ``serve()`` raised during the session, the signature of what escaped."""
     bystander_failed: bool = False
     """A bystander did not echo after the session."""
     fresh_failed: bool = False
@@ -181,12 +181,14 @@ class _Server:
                 if not errors:
                     raise
                 self._up = trio.Event()
-                for error in errors:
-                    signature = signature_of(error)
-                    self.crashes.append(signature)
-                    self.tracebacks.setdefault(
-                        signature, "".join(traceback.format_exception(error))
-                    )
+                # One crash, however many connections' errors it carried (a race often
+                # raises the same error twice): its signature names each kind once.
+                signature = " + ".join(sorted({signature_of(error) for error in errors}))
+                self.crashes.append(signature)
+                self.tracebacks.setdefault(
+                    signature,
+                    "\n".join("".join(traceback.format_exception(error)) for error in errors),
+                )
 
     async def wait_up(self) -> None:
         await self._up.wait()
@@ -313,12 +315,14 @@ class FuzzTarget:
             yield certfile, keyfile
 
     async def __aenter__(self) -> FuzzTarget:
-        self._exit_stack = self._run()
-        await self._exit_stack.__aenter__()
+        self._running = self._run()
+        await self._running.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._exit_stack.__aexit__(*exc_info)  # type: ignore[arg-type]
+        # Only hands over to _run's own exit, which stops the servers (bounded) and must
+        # see a cancellation like any nursery.
+        await self._running.__aexit__(*exc_info)  # type: ignore[arg-type]  # noqa: ASYNC102
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
