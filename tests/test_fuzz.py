@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+from hypothesis import given, settings
 
 from reliability.fuzz import KNOWN_CRASHES, FuzzTarget, Report, Transport, campaign, sessions
-from reliability.fuzz._actions import Handshake, Raw, Session
+from reliability.fuzz._actions import Handshake, Raw, Session, parse_session
 
 # Wall-clock bounds for the whole test, far above what it takes (a few seconds): a server
 # that holds sessions would otherwise make the test hang.
@@ -39,15 +40,18 @@ async def test_the_crashes_issue_11_reported_leave_the_server_serving() -> None:
     _assert_clean(report)
 
 
-async def test_a_refused_handshake_with_a_pipelined_byte_leaves_the_server_serving() -> None:
-    # Found by this fuzzer (/work/fuzz-findings.md, finding 1): HTTP/1.1, one write.
-    refused = (
+async def test_an_upgrade_request_with_pipelined_bytes_leaves_the_server_serving() -> None:
+    # Found by this fuzzer (reliability/README.md, "Results"): over plain HTTP/1.1, one
+    # write: an upgrade request, and bytes before the answer. hypercorn answers them with
+    # 400, then its clean-up raises out of TCPServer.run; a refusal does it every time.
+    pipelined = (
         Session(
             Transport.HTTP1, (Handshake("/echo", "https://evil.example"), Raw(b"x")), "settle"
         ),
         Session(Transport.HTTP1_TLS, (Handshake("/reject"), Raw(b"x")), "settle"),
+        Session(Transport.HTTP1, (Handshake("/echo"), Raw(b"GET / HTTP/1.1\r\n\r\n")), "close"),
     )
-    report = await _run((), 0, refused)
+    report = await _run((), 0, pipelined)
     _assert_clean(report)
 
 
@@ -61,3 +65,16 @@ async def test_http2_sessions_leave_the_server_serving() -> None:
     report = await _run((Transport.HTTP2, Transport.HTTP2_TLS), 150)
     assert report.sessions == 150
     _assert_clean(report)
+
+
+@settings(max_examples=100, derandomize=True, database=None, deadline=None)
+@given(sessions())
+def test_a_printed_reproduction_reads_back(session: Session) -> None:
+    assert parse_session(repr(session)) == session
+
+
+def test_what_is_no_session_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="not a fuzz session"):
+        parse_session("__import__('os')")
+    with pytest.raises(ValueError, match="not a fuzz session"):
+        parse_session("Raw(b'x')")

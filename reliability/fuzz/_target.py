@@ -11,6 +11,7 @@ with its signature and the server started again on a new port, so a campaign goe
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import sys
 import traceback
@@ -61,20 +62,18 @@ def _leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
+_SHORT_PATH: Final = re.compile(
+    r".*/site-packages/|.*/lib/python3\.\d+/|.*?/(?=(?:trio_bocaws|reliability)/)"
+)
+
+
 def _where(error: BaseException) -> str:
+    """The innermost frame of ``error``'s traceback, its path cut to the package."""
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
         return "?"
     frame = frames[-1]
-    path = Path(frame.filename).as_posix()
-    for marker in ("site-packages/", "/trio_bocaws/", "/reliability/"):
-        if marker in path:
-            path = (
-                path.split(marker, 1)[1]
-                if marker == "site-packages/"
-                else marker[1:] + (path.split(marker, 1)[1])
-            )
-            break
+    path = _SHORT_PATH.sub("", Path(frame.filename).as_posix(), count=1)
     return f"{frame.name} ({path}:{frame.lineno})"
 
 
