@@ -107,7 +107,14 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return bool(self.crashes or self.bystander_failed or self.fresh_failed or self.stuck)
+        """The session broke something (a logged, contained error is no failure)."""
+        return bool(
+            self.crashes
+            or self.bystander_failed
+            or self.fresh_failed
+            or self.stuck
+            or self.never_idle
+        )
 
 
 class _ErrorTally(logging.Handler):
