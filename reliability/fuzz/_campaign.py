@@ -63,6 +63,9 @@ class Report:
     fresh_failures: int = 0
     stuck: int = 0
     never_idle: int = 0
+    views_left: int = 0
+    """Sessions after which a view was still running, its client gone, the server idle: it
+    waits on a timer (``close_timeout``, say). Reported, not counted in :attr:`clean`."""
     logged: Counter[str] = attrs.Factory(Counter)
     """Errors the server logged while it went on (contained), by signature."""
     shortest: dict[str, Session] = attrs.Factory(dict)
@@ -101,6 +104,9 @@ class Report:
         if outcome.never_idle:
             self.never_idle += 1
             kinds.append("server never idle")
+        if outcome.views_left:
+            self.views_left += 1
+            kinds.append("views left running")
         self.logged.update(outcome.logged_errors)
         for kind in [*kinds, *(f"logged: {error}" for error in outcome.logged_errors)]:
             known = self.shortest.get(kind)
@@ -125,8 +131,15 @@ class Report:
             f"fresh-connection failures: {self.fresh_failures}",
             f"stuck sessions: {self.stuck}",
             f"server never idle after a session: {self.never_idle}",
+            f"sessions after which a view still ran, waiting on a timer: {self.views_left}",
         ]
-        for kind in ("bystander failed, no crash", "fresh connection failed", "session stuck"):
+        for kind in (
+            "bystander failed, no crash",
+            "fresh connection failed",
+            "session stuck",
+            "server never idle",
+            "views left running",
+        ):
             if kind in self.shortest:
                 lines.append(f"  {kind}, shortest: {self.shortest[kind]!r}")
         lines.append(f"errors logged, contained: {sum(self.logged.values())}")

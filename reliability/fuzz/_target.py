@@ -104,6 +104,9 @@ class Outcome:
     """The server was still busy :data:`SESSION_LIMIT` after the session ended."""
     logged_errors: list[str] = attrs.Factory(list)
     """Signatures of errors the server logged (contained: the worker went on)."""
+    views_left: int = 0
+    """Views the session opened still running once its connection was gone and the server
+    idle: each can only be waiting on a timer (or for ever)."""
 
     @property
     def failed(self) -> bool:
@@ -157,6 +160,7 @@ class _Server:
         self._up = trio.Event()
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         self.url = ""
+        self.app = make_app()
         self.crashes: list[str] = []
         self.tracebacks: dict[str, str] = {}
 
@@ -165,10 +169,11 @@ class _Server:
         while True:
             try:
                 async with trio.open_nursery() as nursery:
+                    self.app = make_app()
                     urls = await nursery.start(
                         partial(
                             trio_bocaws.serve,
-                            make_app(),
+                            self.app,
                             self._config,
                             shutdown_trigger=self._stop.wait,
                         )
@@ -377,6 +382,8 @@ class FuzzTarget:
         server = self.secure if session.transport.tls else self.plain
         crashes_before = [len(self.plain.crashes), len(self.secure.crashes)]
         logged_before = len(self._tally.seen)
+        servers = (self.plain, self.secure)
+        views_before = [(each, each.app, each.app.connections) for each in servers]
         outcome = Outcome()
         context = self._client_contexts["h2" if session.transport.http2 else "http/1.1"]
         with trio.move_on_after(SESSION_LIMIT) as limit:
@@ -385,6 +392,12 @@ class FuzzTarget:
         with trio.move_on_after(SESSION_LIMIT) as idle:
             await _settle()
         outcome.never_idle = idle.cancelled_caught
+        # A view the session opened must have ended with its connection. (A crash replaces
+        # the app, whose count starts again from 0.)
+        outcome.views_left = sum(
+            max(each.app.connections - before, 0) if each.app is app else 0
+            for each, app, before in views_before
+        )
         for bystander in self._bystanders:
             if not await bystander.echoes():
                 outcome.bystander_failed = True
