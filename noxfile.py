@@ -71,6 +71,19 @@ def autobahn(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """The protocol fuzzer's campaign: 10,000 random and malformed sessions (a few minutes).
+
+    Prints sessions, worker crashes (by signature, each with a minimal reproduction),
+    bystander failures and seconds; fails if the worker crashed or a bystander stopped
+    echoing. Arguments after ``--`` go to ``python -m reliability.fuzz``
+    (``nox -s fuzz -- --sessions 50000 --seed 7``).
+    """
+    session.install("-e", ".[test]", *CONSTRAINTS)
+    session.run("python", "-m", "reliability.fuzz", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """The benchmarks: trio_bocaws against a bare ASGI app, Starlette and trio-websocket.
 
