@@ -126,7 +126,8 @@ redis.call('PEXPIRE', KEYS[1], ttl * 10)
 redis.call('PEXPIRE', KEYS[2], ttl * 10)
 for _, key in ipairs(order) do
   if net[key] ~= 0 then
-    redis.call('PUBLISH', ARGV[3], cjson.encode(
+    -- "t": a text message, as the hubs' readers expect.
+    redis.call('PUBLISH', ARGV[3], 't' .. cjson.encode(
       {key = key, connections = final[key], joined = net[key] > 0}))
   end
 end
