@@ -1,12 +1,14 @@
-"""A real redis-server for the tests, on a free port, that a test can stop and restart."""
+"""A real redis-server for the tests, on a free port: a test may stop, freeze, restart it."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
@@ -58,6 +60,22 @@ class RedisServer:
                     await stream.send_all(b"PING\r\n")
                     if (await stream.receive_some()).startswith(b"+PONG"):
                         return
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Freeze the server for the block (SIGSTOP, SIGCONT after), as a hung host or a
+        network partition looks to its clients: connections stay open, nothing answers."""
+        assert self._process is not None, "the server is not running"
+        os.kill(self._process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.thaw()
+
+    def thaw(self) -> None:
+        """Let a frozen server run again (SIGCONT); harmless on a running one."""
+        if self._process is not None and self._process.returncode is None:
+            os.kill(self._process.pid, signal.SIGCONT)
 
     async def stop(self) -> None:
         """Stop it as an outage would: the process goes away with its connections."""

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
+import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio_websocket
 
-from trio_bocaws import Broadcast, BroadcastConfig, BroadcastError, Message
+from trio_bocaws import App, Broadcast, BroadcastConfig, BroadcastError, Message, WebSocket
 
-from .conftest import connect
+from .conftest import Server, close_code, connect
 from .redis_server import RedisServer, redis_server
 from .subprocesses import server_process
 
@@ -92,6 +96,138 @@ async def test_unsubscribing_the_last_local_subscriber_unsubscribes_redis(
                 await hub.publish("a", "nobody")
                 await hub.publish("b", "somebody")
                 assert await b.receive() == Message("b", "somebody")
+
+
+# -- A frozen Redis (SIGSTOP: a hung host, or a network partition) --------------------------
+
+# Short, so that the tests do not wait long for what a frozen Redis never says.
+FROZEN = BroadcastConfig(
+    publish_timeout=0.5,
+    connect_timeout=0.5,
+    keepalive_interval=0.5,
+    reconnect_delay=0.1,
+    max_reconnect_delay=0.2,
+)
+
+
+async def test_publish_to_a_frozen_redis_raises_and_resumes_when_it_answers(
+    redis: RedisServer,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with Broadcast(redis.url, config=FROZEN) as hub, hub.subscribe("feed") as feed:
+            await hub.wait_connected()
+            with redis.frozen():
+                with pytest.raises(BroadcastError) as raised:
+                    await hub.publish("feed", "during")
+                assert str(raised.value) == (
+                    f"{redis.url} did not answer within 0.5 s (publish_timeout): "
+                    "the message to 'feed' is not confirmed"
+                )
+            # The frozen server had the command: it may still deliver it once it runs on.
+            await hub.wait_connected()
+            await hub.publish("feed", "after")
+            message = await feed.receive()
+            if message.data == "during":
+                message = await feed.receive()
+            assert message == Message("feed", "after")
+
+
+async def test_the_reader_notices_a_frozen_redis_and_resubscribes_when_it_answers(
+    redis: RedisServer,
+) -> None:
+    """A frozen Redis is lost to the reader once its keepalive goes unanswered; each
+    attempt to connect again gives up after connect_timeout, and waits before the next;
+    when Redis answers, the subscription is back without the subscriber doing anything."""
+    with trio.fail_after(TIMEOUT), _warnings() as warnings:
+        async with Broadcast(redis.url, config=FROZEN) as hub, hub.subscribe("feed") as feed:
+            await hub.wait_connected()
+            with redis.frozen():
+                assert (await warnings.receive()).startswith(f"broadcast: lost {redis.url} (")
+                assert not hub.connected
+                for _ in range(2):
+                    assert await warnings.receive() == (
+                        f"broadcast: {redis.url} did not answer within 0.5 s "
+                        "(connect_timeout); trying again in 0.2 s"
+                    )
+            await hub.wait_connected()
+            await redis.publish("feed", b"tfrom elsewhere")
+            assert await feed.receive() == Message("feed", "from elsewhere")
+
+
+class _Recorder(logging.Handler):
+    def __init__(self, channel: trio.MemorySendChannel[str]) -> None:
+        super().__init__(logging.WARNING)
+        self._channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._channel.send_nowait(record.getMessage())
+
+
+@contextmanager
+def _warnings() -> Iterator[trio.MemoryReceiveChannel[str]]:
+    """The warnings of the trio_bocaws logger, as they come."""
+    send, receive = trio.open_memory_channel[str](math.inf)
+    recorder = _Recorder(send)
+    logger = logging.getLogger("trio_bocaws")
+    logger.addHandler(recorder)
+    try:
+        yield receive
+    finally:
+        logger.removeHandler(recorder)
+
+
+async def test_a_hub_cannot_start_on_a_frozen_redis(redis: RedisServer) -> None:
+    with (
+        trio.fail_after(TIMEOUT),
+        redis.frozen(),
+        pytest.raises(BroadcastError, match=r"did not answer within 0\.5 s \(connect_timeout\)"),
+    ):
+        async with Broadcast(redis.url, config=FROZEN):
+            pass  # pragma: no cover
+
+
+def _room_app(hub: Broadcast) -> App:
+    app = App(broadcast=hub)
+
+    @app.websocket_route("/rooms/{name}")
+    async def member(ws: WebSocket, name: str) -> None:
+        room = hub.room(name)
+        await room.join(ws)
+        async for text in ws:
+            await room.send(text)  # a BroadcastError is not caught: the view fails
+
+    return app
+
+
+async def test_a_view_whose_room_send_times_out_fails_alone(
+    redis: RedisServer, serve: Callable[..., Awaitable[Server]]
+) -> None:
+    hub = Broadcast(redis.url, config=FROZEN)
+    server = await serve(_room_app(hub))
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(f"{server.url}/rooms/lobby") as ada,
+            connect(f"{server.url}/rooms/lobby") as bob,
+        ):
+            await hub.wait_connected()
+            await ada.send_message("hello")
+            assert await ada.get_message() == "hello"
+            assert await bob.get_message() == "hello"
+            with redis.frozen():
+                await ada.send_message("into the void")
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await ada.get_message()
+                assert close_code(closed) == 1011
+            # bob's connection went on; his messages reach the room once Redis answers.
+            await hub.wait_connected()
+            await bob.send_message("still here")
+            message = await bob.get_message()
+            if message == "into the void":  # the frozen Redis had it, and ran on
+                message = await bob.get_message()
+            assert message == "still here"
+            async with connect(f"{server.url}/rooms/lobby") as eve:
+                await eve.send_message("new")
+                assert await eve.get_message() == "new"
 
 
 # -- The chat example on two workers -------------------------------------------------------

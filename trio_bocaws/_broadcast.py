@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import sys
 from collections import Counter, deque
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import trio
@@ -88,7 +89,14 @@ class BroadcastConfig:
             dropped, the subscriber goes on with the newer ones. ``"close"``: the
             subscriber is ended: a room member's connection is closed with 1013 ("try
             again later"), a :class:`Subscription` raises :class:`BroadcastOverflow`.
-        connect_timeout: Seconds the backend may take to answer at startup.
+        publish_timeout: Seconds a publish (each ``room.send``) may wait for Redis; then it
+            raises :class:`BroadcastError`. Also how long a subscription (``room.join``)
+            waits for Redis to confirm it, and the reader for Redis to answer its keepalive.
+        connect_timeout: Seconds Redis may take to answer a connection: at startup (then
+            the hub does not start) and at each reconnection (then it tries again).
+        keepalive_interval: Seconds of silence from Redis after which the reader checks
+            that Redis still answers (a ``PING``, ``publish_timeout`` to answer). A Redis
+            that does not is lost, as one that went away is.
         reconnect_delay: Seconds before the first attempt to reconnect to a lost backend;
             doubled at each failure, up to ``max_reconnect_delay``.
         max_reconnect_delay: The longest wait between two attempts.
@@ -103,7 +111,11 @@ class BroadcastConfig:
     on_overflow: Overflow = attrs.field(
         default="drop_oldest", validator=attrs.validators.in_(("drop_oldest", "close"))
     )
+    # Well above the pauses of a healthy Redis (a fork, a slow fsync: up to about two
+    # seconds), well below the patience of a person waiting for their message.
+    publish_timeout: float = attrs.field(default=5.0, validator=_positive)
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
+    keepalive_interval: float = attrs.field(default=15.0, validator=_positive)
     reconnect_delay: float = attrs.field(default=0.1, validator=_positive)
     max_reconnect_delay: float = attrs.field(default=5.0, validator=_positive)
     rooms: RoomConfig = attrs.field(
@@ -293,7 +305,14 @@ class _MemoryBackend:
 
 
 class _RedisBackend:
-    """Redis pub/sub through coredis: every process subscribed to a channel gets it."""
+    """Redis pub/sub through coredis: every process subscribed to a channel gets it.
+
+    No wait for Redis is open-ended, so that a Redis that stops answering (a hung host, a
+    network partition) is an error, not a hang. coredis bounds each of its own waits (an
+    answer: ``stream_timeout``; a TCP connection; a subscription's confirmation; the
+    keepalive), and ends them cleanly, which a cancellation from outside does not always
+    do. The hub bounds each whole operation: a publish, a (re)connection.
+    """
 
     def __init__(self, hub: Broadcast, url: str) -> None:
         try:
@@ -302,9 +321,13 @@ class _RedisBackend:
             raise BroadcastError(
                 "the redis:// backend needs coredis: pip install 'trio-bocaws[redis]'"
             ) from None
+        config = hub.config
         self._hub = hub
         self._url = url
-        self._client = coredis.Redis.from_url(url)
+        self._name = _safe_url(url)
+        self._client = coredis.Redis.from_url(
+            url, stream_timeout=config.publish_timeout, connect_timeout=config.connect_timeout
+        )
         self._pubsub: Any = None
         self._add_script = self._client.register_script(_room_redis.ADD)
         self._read_script = self._client.register_script(_room_redis.READ)
@@ -313,18 +336,26 @@ class _RedisBackend:
         # reader when it next looks (a late unsubscribe only costs a few ignored messages).
         self._stale = trio.Event()
 
+    def _silent(self, seconds: float, setting: str) -> str:
+        return f"{self._name} did not answer within {seconds:g} s ({setting})"
+
     async def run(self, task_status: trio.TaskStatus[None]) -> None:
         """Connect, report it, then read for the life of the hub, reconnecting when Redis
         goes away. The client lives in this task, from connecting to closing."""
         import coredis.exceptions
 
-        config = self._hub.config
+        timeout = self._hub.config.connect_timeout
         async with self._client:
-            try:
-                with trio.fail_after(config.connect_timeout):
+            with trio.move_on_after(timeout) as attempt:
+                try:
                     await self._client.ping()
-            except (trio.TooSlowError, OSError, coredis.exceptions.RedisError) as exc:
-                raise BroadcastError(f"cannot connect to {self._url}: {exc!r}") from exc
+                except (OSError, coredis.exceptions.RedisError) as exc:
+                    if not attempt.cancel_called:
+                        raise BroadcastError(f"cannot connect to {self._name}: {exc!r}") from exc
+            if attempt.cancel_called:
+                # The deadline passed: whatever coredis made of the cancellation, the cause
+                # is a Redis that does not answer.
+                raise BroadcastError(self._silent(timeout, "connect_timeout"))
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_presence)
@@ -333,33 +364,51 @@ class _RedisBackend:
     async def _read_forever(self) -> None:
         from coredis.retry import NoRetryPolicy
 
-        delay = self._hub.config.reconnect_delay
+        config = self._hub.config
+        delay = config.reconnect_delay
         while True:
+            # Until subscribed, an attempt has connect_timeout; then reading has no end.
+            attempt = trio.CancelScope(deadline=trio.current_time() + config.connect_timeout)
+            error: BaseException | None = None
             try:
-                pubsub = self._client.pubsub(retry_policy=NoRetryPolicy())
-                async with pubsub:
-                    self._pubsub = pubsub
-                    channels = self._hub._wanted_channels()
-                    if channels:
-                        await pubsub.subscribe(*channels)
-                    self._hub._set_connected(True)
-                    delay = self._hub.config.reconnect_delay
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._drop_stale, pubsub)
-                        await self._read(pubsub)
+                with attempt:
+                    pubsub = self._client.pubsub(
+                        retry_policy=NoRetryPolicy(),
+                        subscription_timeout=config.publish_timeout,
+                        max_idle_seconds=config.keepalive_interval,
+                    )
+                    async with pubsub:
+                        self._pubsub = pubsub
+                        channels = self._hub._wanted_channels()
+                        if channels:
+                            await pubsub.subscribe(*channels)
+                        attempt.deadline = math.inf
+                        self._hub._set_connected(True)
+                        delay = config.reconnect_delay
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._drop_stale, pubsub)
+                            await self._read(pubsub)
             except Exception as exc:
                 # A lost connection shows up as coredis', anyio's or the OS's own error,
                 # often several at once from coredis' task groups: whichever it is, the
                 # reader starts over.
-                self._lost(leaves(exc)[0])
+                error = leaves(exc)[0]
             finally:
                 self._pubsub = None
                 self._hub._set_connected(False)
+            if attempt.cancel_called:
+                logger.warning(
+                    "broadcast: %s; trying again in %g s",
+                    self._silent(config.connect_timeout, "connect_timeout"),
+                    delay,
+                )
+            else:
+                self._lost(error)
             await trio.sleep(delay)
-            delay = min(delay * 2, self._hub.config.max_reconnect_delay)
+            delay = min(delay * 2, config.max_reconnect_delay)
 
-    def _lost(self, exc: BaseException) -> None:
-        logger.warning("broadcast: lost %s (%r); reconnecting", self._url, exc)
+    def _lost(self, exc: BaseException | None) -> None:
+        logger.warning("broadcast: lost %s (%r); reconnecting", self._name, exc)
 
     async def _read(self, pubsub: Any) -> None:
         while True:
@@ -402,30 +451,65 @@ class _RedisBackend:
         import coredis.exceptions
 
         payload = _TEXT + data.encode("utf-8") if isinstance(data, str) else _BYTES + data
-        try:
-            await self._client.publish(channel, payload)
-        except (OSError, TimeoutError, coredis.exceptions.RedisError) as exc:
-            raise BroadcastError(f"cannot publish to {self._url}: {exc!r}") from exc
+        timeout = self._hub.config.publish_timeout
+        with trio.move_on_after(timeout) as attempt:
+            try:
+                await self._client.publish(channel, payload)
+                return
+            except TimeoutError:
+                pass  # coredis' own bound on the answer: the same timeout as ours
+            except (OSError, coredis.exceptions.RedisError) as exc:
+                if not attempt.cancel_called:
+                    raise BroadcastError(f"cannot publish to {self._name}: {exc!r}") from exc
+        # Redis may have the command (a frozen server runs it when it resumes): the message
+        # is not lost for sure, only not confirmed.
+        raise BroadcastError(
+            f"{self._silent(timeout, 'publish_timeout')}: the message to {channel!r} is not "
+            "confirmed"
+        )
 
     async def subscribe(self, channel: str) -> None:
+        import coredis.exceptions
+
         pubsub = self._pubsub
         if pubsub is None:
             await trio.lowlevel.checkpoint()  # subscribed when the reader reconnects
             return
         known = {c.decode("utf-8") if isinstance(c, bytes) else c for c in pubsub.channels}
         if channel not in known:
-            await pubsub.subscribe(channel)
+            try:
+                # coredis waits at most subscription_timeout (publish_timeout) for Redis.
+                await pubsub.subscribe(channel)
+            except (OSError, coredis.exceptions.RedisError) as exc:
+                # The subscriber stays: a frozen Redis runs the SUBSCRIBE when it resumes,
+                # and a lost connection is replaced by the reader, which subscribes to every
+                # wanted channel. Until then, nothing arrives; as in any outage.
+                logger.warning(
+                    "broadcast: %s did not confirm the subscription to %r (%r)",
+                    self._name,
+                    channel,
+                    exc,
+                )
 
     def forget(self, channel: str) -> None:
         self._stale.set()
 
     async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a room script, bounded as a publish is (``publish_timeout``)."""
         import coredis.exceptions
 
-        try:
-            return await script(keys=keys, args=args)
-        except (OSError, TimeoutError, coredis.exceptions.RedisError) as exc:
-            raise BroadcastError(f"cannot reach {self._url}: {exc!r}") from exc
+        timeout = self._hub.config.publish_timeout
+        with trio.move_on_after(timeout) as attempt:
+            try:
+                return await script(keys=keys, args=args)
+            except TimeoutError:
+                pass  # coredis' own bound on the answer: the same timeout as ours
+            except (OSError, coredis.exceptions.RedisError) as exc:
+                if not attempt.cancel_called:
+                    raise BroadcastError(f"cannot reach {self._name}: {exc!r}") from exc
+        raise BroadcastError(
+            f"{self._silent(timeout, 'publish_timeout')}: the room command is not confirmed"
+        )
 
     async def publish_kept(
         self, room: Room, data: str | bytes, is_json: bool, config: RoomConfig
@@ -487,6 +571,15 @@ class _RedisBackend:
                     await self._hub._sync_presence(name)
                 except BroadcastError as exc:
                     logger.warning("broadcast: cannot renew presence in %r (%s)", name, exc)
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class Broadcast:
@@ -890,7 +983,7 @@ class Room:
             if receiver.presence_key is not None:
                 self.hub._count_presence(self.name, receiver.presence_key, -1)
                 # Also when cancelled (the connection ends): shielded, and bounded.
-                with trio.move_on_after(self.hub.config.connect_timeout, shield=True):
+                with trio.move_on_after(self.hub.config.publish_timeout, shield=True):
                     await self._announce_presence()
 
     @staticmethod
