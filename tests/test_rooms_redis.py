@@ -23,6 +23,7 @@ from trio_bocaws import (
     RoomConfig,
 )
 
+from .fake_asgi import FakeServer
 from .redis_server import RedisServer, redis_server
 from .subprocesses import ServerProcess, server_process
 
@@ -148,3 +149,47 @@ async def test_a_redis_restart_without_persistence_loses_the_history(
                 await room.history(since=last)
             assert [m.data for m in await room.history()] == ["after"]
             assert gap.value.oldest == (await room.history())[0].id
+
+
+async def _redis_command(redis: RedisServer, *parts: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", redis.port)
+    async with stream:
+        command = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+        await stream.send_all(command)
+        return await stream.receive_some()
+
+
+async def test_a_member_catches_up_on_what_was_sent_while_its_hub_reconnected(
+    redis: RedisServer,
+) -> None:
+    """Pub/sub loses what is published while a hub is not subscribed; a room that keeps
+    history sends it to the members once the hub has subscribed again."""
+    config = BroadcastConfig(
+        rooms=RoomConfig(history_size=100), reconnect_delay=1.0, max_reconnect_delay=1.0
+    )
+    server = FakeServer()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            Broadcast(redis.url, config=config) as here,
+            Broadcast(redis.url, config=config) as there,
+            server.websocket() as ws,
+        ):
+            await here.wait_connected()
+            await here.room("lobby").join(ws)
+            await there.room("lobby").send_text("before")
+            # Drop this hub's subscription, as a network blip would; Redis keeps running.
+            assert (await _redis_command(redis, b"CLIENT", b"KILL", b"TYPE", b"pubsub"))[
+                :1
+            ] == b":"
+            while here.connected:  # noqa: ASYNC110 - a state of the hub, not an event
+                await trio.sleep(0.01)
+            await there.room("lobby").send_text("during")  # no subscriber here gets it live
+            await here.wait_connected()
+            await there.room("lobby").send_text("after")
+            while len(sent_texts(server)) < 3:  # noqa: ASYNC110 - delivered by Redis
+                await trio.sleep(0.01)
+    assert sent_texts(server) == ["before", "during", "after"]
+
+
+def sent_texts(server: FakeServer) -> list[str]:
+    return [m["text"] for m in server.sent if m["type"] == "websocket.send"]

@@ -28,7 +28,14 @@ import trio
 from . import _room_presence as presence
 from . import _room_redis
 from ._errors import TrioBocawsError, WebSocketDisconnect, WebSocketStateError, leaves
-from ._room_history import MemoryHistory, RoomConfig, check_since, envelope, parse_id
+from ._room_history import (
+    HistoryGap,
+    MemoryHistory,
+    RoomConfig,
+    check_since,
+    envelope,
+    parse_id,
+)
 from ._room_presence import PRESENCE_PREFIX, PresenceWatch
 
 if TYPE_CHECKING:
@@ -142,6 +149,11 @@ class Message:
     is_json: bool = False
 
 
+# Put in a room member's buffer when the hub has (re)subscribed after losing its backend:
+# what was sent meanwhile never came, and a room that keeps history can send it now.
+_CATCH_UP: Final = Message("", "")
+
+
 class _Receiver:
     """One subscriber's bounded buffer, filled by the hub without waiting."""
 
@@ -149,6 +161,7 @@ class _Receiver:
         "_buffer",
         "_lot",
         "_when_overflowing",
+        "catches_up",
         "channels",
         "closed",
         "dropped",
@@ -175,6 +188,7 @@ class _Receiver:
         # For room members: send each message in the id envelope; who it is, for presence.
         self.envelope = False
         self.presence_key: str | None = None
+        self.catches_up = False
 
     def put(self, message: Message) -> None:
         if self.closed is not None:
@@ -187,6 +201,12 @@ class _Receiver:
             self.dropped += 1
         self._buffer.append(message)
         self._lot.unpark()
+
+    def catch_up(self) -> None:
+        """Ask the member to fetch what it missed (beyond the bound: it is one marker)."""
+        if self.closed is None and self.catches_up:
+            self._buffer.append(_CATCH_UP)
+            self._lot.unpark()
 
     def overflowed(self) -> None:
         self.close(
@@ -708,6 +728,9 @@ class Broadcast:
         self._connected = connected
         if connected:
             self._connected_event.set()
+            for members in self._receivers.values():
+                for receiver in members:
+                    receiver.catch_up()
         elif self._connected_event.is_set():
             self._connected_event = trio.Event()
 
@@ -941,6 +964,7 @@ class Room:
             raise
         receiver.envelope = envelope
         receiver.presence_key = presence_key
+        receiver.catches_up = config.keeps_history
         _members_of(ws)[self.channel] = receiver
         after = backlog[-1].id if backlog else since
         nursery.start_soon(self._forward, ws, receiver, backlog, after)
@@ -965,16 +989,26 @@ class Room:
         try:
             for message in backlog:
                 await self._send_to(ws, receiver, message)
+            last = backlog[-1].id if backlog else after
             # Live messages that the backlog already held come first in the buffer: skip
             # them until the first newer one (after which all are newer).
-            skip_through = None if after is None else parse_id(after)
+            skip_through = None if last is None else parse_id(last)
             while True:
                 message = await receiver.get()
+                if message is _CATCH_UP:
+                    if last is not None:
+                        missed = await self._missed_since(last)
+                        for message in missed:
+                            await self._send_to(ws, receiver, message)
+                        last = missed[-1].id if missed else last
+                        skip_through = parse_id(last)
+                    continue
                 if skip_through is not None and message.id is not None:
                     if parse_id(message.id) <= skip_through:
                         continue
                     skip_through = None
                 await self._send_to(ws, receiver, message)
+                last = message.id or last
         except (WebSocketDisconnect, WebSocketStateError, BroadcastOverflow):
             pass  # the connection is gone or closed, or the member left
         finally:
@@ -985,6 +1019,14 @@ class Room:
                 # Also when cancelled (the connection ends): shielded, and bounded.
                 with trio.move_on_after(self.hub.config.publish_timeout, shield=True):
                     await self._announce_presence()
+
+    async def _missed_since(self, last: str) -> list[Message]:
+        """After the hub lost its backend: the kept messages after ``last``."""
+        try:
+            return await self.history(since=last)
+        except (HistoryGap, BroadcastError) as exc:
+            logger.warning("broadcast: a member of %r missed messages (%s)", self.name, exc)
+            return []
 
     @staticmethod
     async def _send_to(ws: WebSocket, receiver: _Receiver, message: Message) -> None:
