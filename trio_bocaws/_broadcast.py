@@ -896,6 +896,7 @@ class Room:
         ws: WebSocket,
         *,
         since: str | None = None,
+        last: int | None = None,
         key: str | None = None,
         envelope: bool = False,
     ) -> None:
@@ -911,6 +912,9 @@ class Room:
             since: In a room that keeps history, the id of the last message the client
                 has: it is sent every kept message after that one, then the live ones,
                 with none missed and none twice, however many are sent meanwhile.
+            last: In a room that keeps history, instead of ``since``: it is sent the
+                latest ``last`` kept messages first (a newcomer sees what was said), then
+                the live ones, again with none missed and none twice.
             key: In a room with presence, who this connection is. By default ``ws.user``
                 (when it is a str), else a key of the connection's own,
                 ``"anonymous:<random>"``.
@@ -924,8 +928,8 @@ class Room:
                 Nothing was sent, and ``ws`` is not a member.
             BroadcastError: The backend cannot be reached to read the history.
             WebSocketStateError: ``ws`` is not inside ``async with`` (or an App view).
-            ValueError: ``since``, ``envelope`` or ``key`` asked of a room that keeps no
-                history or has no presence.
+            ValueError: ``since``, ``last``, ``envelope`` or ``key`` asked of a room that
+                keeps no history or has no presence; both ``since`` and ``last``.
         """
         try:
             nursery = ws.nursery
@@ -934,13 +938,17 @@ class Room:
                 "Room.join() needs the WebSocket inside `async with ws` (or an App view)"
             ) from None
         config = self.config
-        if (since is not None or envelope) and not config.keeps_history:
+        if (since is not None or last is not None or envelope) and not config.keeps_history:
             raise ValueError(
                 f"room {self.name!r} keeps no history: give it RoomConfig(history_size=...)"
-                " for since= or envelope="
+                " for since=, last= or envelope="
             )
         if since is not None:
             parse_id(since)
+            if last is not None:
+                raise ValueError("join() takes since= or last=, not both")
+        if last is not None and (type(last) is not int or last < 1):
+            raise ValueError(f"last must be None or an int of at least 1, not {last!r}")
         if key is not None and not config.presence:
             raise ValueError(
                 f"room {self.name!r} has no presence: give it RoomConfig(presence=True)"
@@ -955,10 +963,12 @@ class Room:
         receiver = await self.hub._add((self.channel,), partial(_close_slow_member, ws))
         backlog: list[Message] = []
         try:
+            # Subscribed first, read second: a message sent meanwhile is in both, and the
+            # forwarder skips its live copy by id; none can be in neither.
             if since is not None:
-                # Subscribed first, read second: a message sent meanwhile is in both, and
-                # the forwarder skips its live copy by id; none can be in neither.
                 backlog = await self.history(since=since)
+            elif last is not None:
+                backlog = await self.history(limit=last)
         except BaseException:
             self.hub._remove(receiver)
             raise
