@@ -1,6 +1,7 @@
 """Room history and presence shared by separate worker processes through a real
-redis-server: presence across two workers, a killed worker's presence expiring, history
-after a worker restarts, and what a Redis restart loses."""
+redis-server and a real three-node Redis Cluster: presence across two workers, a killed
+worker's presence expiring, history after a worker restarts; and, on one redis-server, what
+a Redis restart loses and what a member catches up on after a blip."""
 
 from __future__ import annotations
 
@@ -24,15 +25,24 @@ from trio_bocaws import (
 )
 
 from .fake_asgi import FakeServer
+from .redis_cluster import redis_cluster
 from .redis_server import RedisServer, redis_server
 from .subprocesses import ServerProcess, server_process
 
 TIMEOUT = 20
 ROOMS = RoomConfig(history_size=100, presence=True)
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function MemoryObject:pytest.PytestUnraisableExceptionWarning"
-)
+pytestmark = [
+    # coredis 6.9's leftovers, as in tests/test_rooms.py.
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <function MemoryObject"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <async_generator object ClusterConnectionPool.acquire"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 
 @pytest.fixture
@@ -42,13 +52,25 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     gc.collect()
 
 
-def worker(redis: RedisServer, presence_ttl: float = 30) -> Any:
+@pytest.fixture(params=["redis", "cluster"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """One redis-server, or a three-node Redis Cluster."""
+    if request.param == "cluster":
+        async with redis_cluster(tmp_path) as cluster_url:
+            yield cluster_url
+    else:
+        async with redis_server(tmp_path) as server:
+            yield server.url
+    gc.collect()
+
+
+def worker(url: str, presence_ttl: float = 30) -> Any:
     """One worker process of tests/apps/rooms.py on this Redis."""
     # --workers 0: the worker is this very process, so that killing it kills the worker.
     command = ["hypercorn", "--worker-class", "trio", "--workers", "0", "-b", "127.0.0.1:0"]
     return server_process(
         [*command, "tests.apps.rooms:app"],
-        env={"ROOMS_BROADCAST_URL": redis.url, "ROOMS_PRESENCE_TTL": str(presence_ttl)},
+        env={"ROOMS_BROADCAST_URL": url, "ROOMS_PRESENCE_TTL": str(presence_ttl)},
     )
 
 
@@ -63,10 +85,10 @@ async def member(server: ServerProcess, query: str) -> AsyncIterator[Any]:
         yield client
 
 
-async def test_presence_across_two_worker_processes(redis: RedisServer) -> None:
-    async with worker(redis) as one, worker(redis) as two:
+async def test_presence_across_two_worker_processes(url: str) -> None:
+    async with worker(url) as one, worker(url) as two:
         with trio.fail_after(TIMEOUT):
-            hub = Broadcast(redis.url)
+            hub = Broadcast(url)
             async with hub:
                 room = hub.room("lobby", config=ROOMS)
                 async with room.watch_presence() as changes:
@@ -86,14 +108,12 @@ async def test_presence_across_two_worker_processes(redis: RedisServer) -> None:
                         assert await room.presence() == {"ada": 2}
 
 
-async def test_a_killed_workers_presence_expires_and_others_see_the_leave(
-    redis: RedisServer,
-) -> None:
+async def test_a_killed_workers_presence_expires_and_others_see_the_leave(url: str) -> None:
     config = BroadcastConfig(presence_ttl=0.6)
-    async with worker(redis, presence_ttl=0.6) as doomed, worker(redis) as survivor:
+    async with worker(url, presence_ttl=0.6) as doomed, worker(url) as survivor:
         with trio.fail_after(TIMEOUT):
             async with (
-                Broadcast(redis.url, config=config) as hub,
+                Broadcast(url, config=config) as hub,
                 member(survivor, "user=bob"),
             ):
                 room = hub.room("lobby", config=ROOMS)
@@ -109,10 +129,10 @@ async def test_a_killed_workers_presence_expires_and_others_see_the_leave(
                     assert await room.presence() == {"bob": 1}
 
 
-async def test_history_after_a_worker_restarts(redis: RedisServer) -> None:
+async def test_history_after_a_worker_restarts(url: str) -> None:
     with trio.fail_after(TIMEOUT):
         ids = []
-        async with worker(redis) as first, member(first, "user=ada") as ada:
+        async with worker(url) as first, member(first, "user=ada") as ada:
             for number in range(5):
                 await ada.send_message(f"m{number}")
             while len(ids) < 5:
@@ -120,7 +140,7 @@ async def test_history_after_a_worker_restarts(redis: RedisServer) -> None:
                 if "sent" in message:
                     ids.append(message["sent"])
         # A new process, nothing in memory: the history is Redis'.
-        async with worker(redis) as second, member(second, f"user=ada&since={ids[1]}") as ada:
+        async with worker(url) as second, member(second, f"user=ada&since={ids[1]}") as ada:
             got = [json.loads(await ada.get_message()) for _ in range(4)]
             got.remove({"joined": "lobby"})
             assert got == [{"id": ids[n], "message": f"m{n}"} for n in (2, 3, 4)]

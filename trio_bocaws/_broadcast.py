@@ -334,7 +334,7 @@ class _RedisBackend:
     do. The hub bounds each whole operation: a publish, a (re)connection.
     """
 
-    def __init__(self, hub: Broadcast, url: str) -> None:
+    def __init__(self, hub: Broadcast, url: str, cluster: bool = False) -> None:
         try:
             import coredis
         except ImportError:  # pragma: no cover - depends on the install
@@ -345,13 +345,23 @@ class _RedisBackend:
         self._hub = hub
         self._url = url
         self._name = _safe_url(url)
-        self._client = coredis.Redis.from_url(
-            url, stream_timeout=config.publish_timeout, connect_timeout=config.connect_timeout
-        )
+        # A Redis Cluster: sharded pub/sub (SPUBLISH, SSUBSCRIBE; Redis 7), so that each
+        # message goes to the node that owns its channel's slot, not to every node.
+        self.cluster = cluster
+        self._client: Any
+        if cluster:
+            self._client = _cluster_client(url, config)
+        else:
+            self._client = coredis.Redis.from_url(
+                url, stream_timeout=config.publish_timeout, connect_timeout=config.connect_timeout
+            )
         self._pubsub: Any = None
-        self._add_script = self._client.register_script(_room_redis.ADD)
-        self._read_script = self._client.register_script(_room_redis.READ)
-        self._sync_script = self._client.register_script(_room_redis.SYNC)
+        scripts: tuple[str, ...] = (_room_redis.ADD, _room_redis.READ, _room_redis.SYNC)
+        if cluster:
+            scripts = tuple(s.replace("'PUBLISH'", "'SPUBLISH'") for s in scripts)
+        self._add_script = self._client.register_script(scripts[0])
+        self._read_script = self._client.register_script(scripts[1])
+        self._sync_script = self._client.register_script(scripts[2])
         # Channels Redis is subscribed to for us; those no longer wanted are dropped by the
         # reader when it next looks (a late unsubscribe only costs a few ignored messages).
         self._stale = trio.Event()
@@ -392,7 +402,10 @@ class _RedisBackend:
             error: BaseException | None = None
             try:
                 with attempt:
-                    pubsub = self._client.pubsub(
+                    open_pubsub = (
+                        self._client.sharded_pubsub if self.cluster else self._client.pubsub
+                    )
+                    pubsub = open_pubsub(
                         retry_policy=NoRetryPolicy(),
                         subscription_timeout=config.publish_timeout,
                         max_idle_seconds=config.keepalive_interval,
@@ -435,7 +448,7 @@ class _RedisBackend:
             # get_message, not `async for`: coredis ends the iteration while nothing is
             # subscribed, and a hub may have no subscribers for a while.
             message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
+            if message is None or message["type"] not in ("message", "smessage"):
                 continue
             channel = message["channel"]
             if isinstance(channel, bytes):
@@ -474,7 +487,10 @@ class _RedisBackend:
         timeout = self._hub.config.publish_timeout
         with trio.move_on_after(timeout) as attempt:
             try:
-                await self._client.publish(channel, payload)
+                if self.cluster:
+                    await self._client.spublish(channel, payload)
+                else:
+                    await self._client.publish(channel, payload)
                 return
             except TimeoutError:
                 pass  # coredis' own bound on the answer: the same timeout as ours
@@ -593,6 +609,27 @@ class _RedisBackend:
                     logger.warning("broadcast: cannot renew presence in %r (%s)", name, exc)
 
 
+def _cluster_client(url: str, config: BroadcastConfig) -> Any:
+    """A coredis cluster client from ``redis+cluster://[user:password@]host:port``: the
+    node it names is the first it asks for the cluster's layout."""
+    import coredis
+    from coredis.connection import TCPLocation
+
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        raise ValueError(
+            f"a Redis Cluster URL names a node: redis+cluster://host:port, not {url!r}"
+        )
+    return coredis.RedisCluster(
+        startup_nodes=[TCPLocation(parts.hostname, parts.port or 6379)],
+        username=parts.username,
+        password=parts.password,
+        ssl=parts.scheme == "rediss+cluster",
+        stream_timeout=config.publish_timeout,
+        connect_timeout=config.connect_timeout,
+    )
+
+
 def _safe_url(url: str) -> str:
     """``url`` without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -641,9 +678,12 @@ class Broadcast:
             self._backend = _MemoryBackend(self)
         elif scheme in ("redis", "rediss"):
             self._backend = _RedisBackend(self, url)
+        elif scheme in ("redis+cluster", "rediss+cluster"):
+            self._backend = _RedisBackend(self, url, cluster=True)
         else:
             raise ValueError(
                 f"unknown broadcast backend {url!r}: use memory:// or redis://host:port/db"
+                " (redis+cluster://host:port for a Redis Cluster)"
             )
 
     def __repr__(self) -> str:
@@ -826,6 +866,11 @@ class Broadcast:
         Raises:
             ValueError: ``config`` differs from the one this room was already given.
         """
+        if self._cluster and ("{" in name or "}" in name):
+            raise ValueError(
+                f"room {name!r}: on a Redis Cluster, a room name has no braces (the name is"
+                " its keys' hash tag)"
+            )
         if config is not None:
             if not isinstance(config, RoomConfig):
                 raise TypeError(f"config must be a RoomConfig, not {type(config).__name__}")
@@ -833,6 +878,10 @@ class Broadcast:
             if known != config:
                 raise ValueError(f"room {name!r} already has another config: {known!r}")
         return Room(self, name)
+
+    @property
+    def _cluster(self) -> bool:
+        return isinstance(self._backend, _RedisBackend) and self._backend.cluster
 
     def _room_config(self, name: str) -> RoomConfig:
         return self._room_configs.get(name, self.config.rooms)
@@ -875,8 +924,11 @@ class Room:
     def __init__(self, hub: Broadcast, name: str) -> None:
         self.hub = hub
         self.name = name
-        self.channel = _ROOM_PREFIX + name
-        self.presence_channel = PRESENCE_PREFIX + name
+        # On a Redis Cluster, the room's name is the channels' hash tag, as it is its keys':
+        # a script that writes a key and publishes runs on one node.
+        tag = f"{{{name}}}" if hub._cluster else name
+        self.channel = _ROOM_PREFIX + tag
+        self.presence_channel = PRESENCE_PREFIX + tag
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} on {self.hub.url}>"
