@@ -340,3 +340,35 @@ async def test_join_needs_the_connection_nursery_even_with_history() -> None:
     async with Broadcast() as hub:
         with pytest.raises(WebSocketStateError, match="inside `async with ws`"):
             await hub.room("r", config=KEEP_5).join(ws, since="1-0")
+
+
+async def test_many_leaves_at_once_share_their_trips_to_the_backend(url: str) -> None:
+    """A shutdown ends every connection at once: their presence updates are coalesced."""
+    with trio.fail_after(TIMEOUT):
+        async with Broadcast(url) as hub:
+            room = hub.room("p", config=PRESENT)
+            backend: Any = hub._backend
+            sync = backend.sync_presence
+            calls = 0
+
+            async def counting(*args: Any) -> dict[str, int]:
+                nonlocal calls
+                calls += 1
+                return await sync(*args)  # type: ignore[no-any-return]
+
+            backend.sync_presence = counting
+            async with trio.open_nursery() as nursery:
+                for number in range(100):
+
+                    async def member(key: str, task_status: trio.TaskStatus[None]) -> None:
+                        async with FakeServer().websocket() as ws:
+                            await room.join(ws, key=key)
+                            task_status.started()
+                            await trio.sleep_forever()
+
+                    await nursery.start(member, f"k{number}")
+                assert len(await room.presence()) == 100
+                calls = 0
+                nursery.cancel_scope.cancel()
+            assert calls <= 5, calls
+            assert await room.presence() == {}

@@ -639,6 +639,18 @@ def _safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+class _PresenceSync:
+    """The syncs of one room's presence with the backend, one at a time, numbered."""
+
+    __slots__ = ("finished", "lock", "started", "totals")
+
+    def __init__(self) -> None:
+        self.lock = trio.Lock()
+        self.started = 0
+        self.finished = 0
+        self.totals: dict[str, int] | None = None
+
+
 class Broadcast:
     """A hub for publishing to channels and subscribing to them.
 
@@ -663,11 +675,10 @@ class Broadcast:
         self._receivers: dict[str, set[_Receiver]] = {}
         self._room_configs: dict[str, RoomConfig] = {}
         # Presence: this hub's connections per key in each room, the rooms watched here
-        # (whose dead workers this hub clears), and one lock per room so that the counts
-        # reach the backend in the order they were taken.
+        # (whose dead workers this hub clears), and each room's syncs with the backend.
         self._presence: dict[str, Counter[str]] = {}
         self._watched: Counter[str] = Counter()
-        self._presence_locks: dict[str, trio.Lock] = {}
+        self._presence_syncs: dict[str, _PresenceSync] = {}
         self.worker = secrets.token_hex(8)
         self._connected = False
         self._connected_event = trio.Event()
@@ -890,13 +901,28 @@ class Broadcast:
         return list(self._presence.keys() | self._watched.keys())
 
     async def _sync_presence(self, name: str) -> dict[str, int]:
-        """Tell the backend this hub's presence in room ``name``; the totals."""
-        lock = self._presence_locks.setdefault(name, trio.Lock())
-        async with lock:
+        """Tell the backend this hub's presence in room ``name``; the totals.
+
+        Calls that wait while a sync is running share the next one: it starts after they
+        were called, so its counts include theirs, and its totals are as fresh. A thousand
+        connections that leave at once (a shutdown) cost a few round trips, not a thousand.
+        """
+        sync = self._presence_syncs.get(name)
+        if sync is None:
+            sync = self._presence_syncs[name] = _PresenceSync()
+        ticket = sync.started
+        async with sync.lock:
+            if sync.finished > ticket and sync.totals is not None:
+                await trio.lowlevel.checkpoint()
+                return dict(sync.totals)
+            sync.started += 1
+            number = sync.started
             # Taken under the lock: a later count never reaches the backend before an
             # earlier one.
             counts = Counter(self._presence.get(name, ()))
-            return await self._backend.sync_presence(Room(self, name), counts)
+            totals = await self._backend.sync_presence(Room(self, name), counts)
+            sync.finished, sync.totals = number, totals
+            return dict(totals)
 
     def _count_presence(self, name: str, key: str, delta: int) -> None:
         counts = self._presence.setdefault(name, Counter())
