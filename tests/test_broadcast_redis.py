@@ -9,10 +9,11 @@ import logging
 import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio_websocket
@@ -100,13 +101,12 @@ async def test_unsubscribing_the_last_local_subscriber_unsubscribes_redis(
 
 # -- A frozen Redis (SIGSTOP: a hung host, or a network partition) --------------------------
 
-# Short, so that the tests do not wait long for what a frozen Redis never says.
-FROZEN = BroadcastConfig(
-    publish_timeout=0.5,
-    connect_timeout=0.5,
-    keepalive_interval=0.5,
-    reconnect_delay=0.1,
-    max_reconnect_delay=0.2,
+# Short, so that the tests do not wait long for what a frozen Redis never says. The
+# keepalive stays at its 15 s: the reader keeps its connection through these freezes.
+QUICK = BroadcastConfig(publish_timeout=0.5, connect_timeout=0.5)
+# And a reader that checks on Redis every 0.5 s, and reconnects quickly.
+WATCHFUL = attrs.evolve(
+    QUICK, keepalive_interval=0.5, reconnect_delay=0.1, max_reconnect_delay=0.2
 )
 
 
@@ -114,8 +114,10 @@ async def test_publish_to_a_frozen_redis_raises_and_resumes_when_it_answers(
     redis: RedisServer,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with Broadcast(redis.url, config=FROZEN) as hub, hub.subscribe("feed") as feed:
+        async with Broadcast(redis.url, config=QUICK) as hub, hub.subscribe("feed") as feed:
             await hub.wait_connected()
+            await hub.publish("feed", "before")
+            assert (await feed.receive()).data == "before"
             with redis.frozen():
                 with pytest.raises(BroadcastError) as raised:
                     await hub.publish("feed", "during")
@@ -123,7 +125,7 @@ async def test_publish_to_a_frozen_redis_raises_and_resumes_when_it_answers(
                     f"{redis.url} did not answer within 0.5 s (publish_timeout): "
                     "the message to 'feed' is not confirmed"
                 )
-            # The frozen server had the command: it may still deliver it once it runs on.
+            # "during" was sent: a frozen Redis has it, and runs it when it resumes.
             await hub.wait_connected()
             await hub.publish("feed", "after")
             message = await feed.receive()
@@ -139,7 +141,7 @@ async def test_the_reader_notices_a_frozen_redis_and_resubscribes_when_it_answer
     attempt to connect again gives up after connect_timeout, and waits before the next;
     when Redis answers, the subscription is back without the subscriber doing anything."""
     with trio.fail_after(TIMEOUT), _warnings() as warnings:
-        async with Broadcast(redis.url, config=FROZEN) as hub, hub.subscribe("feed") as feed:
+        async with Broadcast(redis.url, config=WATCHFUL) as hub, hub.subscribe("feed") as feed:
             await hub.wait_connected()
             with redis.frozen():
                 assert (await warnings.receive()).startswith(f"broadcast: lost {redis.url} (")
@@ -182,8 +184,27 @@ async def test_a_hub_cannot_start_on_a_frozen_redis(redis: RedisServer) -> None:
         redis.frozen(),
         pytest.raises(BroadcastError, match=r"did not answer within 0\.5 s \(connect_timeout\)"),
     ):
-        async with Broadcast(redis.url, config=FROZEN):
+        async with Broadcast(redis.url, config=QUICK):
             pass  # pragma: no cover
+
+
+async def test_a_subscription_made_while_redis_is_frozen_takes_effect_when_it_answers(
+    redis: RedisServer,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with Broadcast(redis.url, config=QUICK) as hub, AsyncExitStack() as stack:
+            await hub.wait_connected()
+            with redis.frozen():
+                # Returns (after publish_timeout, with a warning): the member is not refused.
+                late = await stack.enter_async_context(hub.subscribe("late"))
+            # Redis runs the SUBSCRIBE it was sent as it resumes, in no set order with
+            # others' commands: publish until it is in place.
+            received = None
+            while received is None:
+                await redis.publish("late", b"thello")
+                with trio.move_on_after(0.1):
+                    received = await late.receive()
+            assert received == Message("late", "hello")
 
 
 def _room_app(hub: Broadcast) -> App:
@@ -202,7 +223,7 @@ def _room_app(hub: Broadcast) -> App:
 async def test_a_view_whose_room_send_times_out_fails_alone(
     redis: RedisServer, serve: Callable[..., Awaitable[Server]]
 ) -> None:
-    hub = Broadcast(redis.url, config=FROZEN)
+    hub = Broadcast(redis.url, config=QUICK)
     server = await serve(_room_app(hub))
     with trio.fail_after(TIMEOUT):
         async with (
@@ -308,3 +329,27 @@ async def test_chat_clients_on_different_workers_see_each_other(redis: RedisServ
                     assert message["text"] == "across workers"
                 done.set()
         assert await server.stop() == 0
+
+
+# -- Settings and messages ----------------------------------------------------------------
+
+
+def test_the_timeouts_are_positive_numbers() -> None:
+    for name in ("publish_timeout", "connect_timeout", "keepalive_interval"):
+        for wrong in (0, -1, "5", True):
+            with pytest.raises(ValueError, match=f"{name} must be a number above 0, not"):
+                BroadcastConfig(**{name: wrong})
+    assert BroadcastConfig().publish_timeout == 5.0
+
+
+async def test_messages_do_not_show_the_redis_password() -> None:
+    with trio.socket.socket() as probe:
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+    hub = Broadcast(f"redis://:hunter2@127.0.0.1:{port}/0")
+    with trio.fail_after(TIMEOUT), pytest.raises(BroadcastError) as raised:
+        async with hub:
+            pass  # pragma: no cover
+    assert f"cannot connect to redis://:***@127.0.0.1:{port}/0: " in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+    gc.collect()  # coredis' leftovers warn here, under this module's filter

@@ -343,7 +343,6 @@ class _RedisBackend:
             ) from None
         config = hub.config
         self._hub = hub
-        self._url = url
         self._name = _safe_url(url)
         # A Redis Cluster: sharded pub/sub (SPUBLISH, SSUBSCRIBE; Redis 7), so that each
         # message goes to the node that owns its channel's slot, not to every node.

@@ -17,5 +17,6 @@ async def chat(ws: WebSocket, name: str, user: str = "anonymous") -> None:
         try:
             await room.send({"user": user, "text": text})
         except BroadcastError:
-            # Redis is unreachable: nothing was sent, and nothing is queued for later.
+            # Redis is unreachable, or did not answer within publish_timeout: the message
+            # is not confirmed, and nothing is queued for later.
             await ws.send({"error": "not delivered; try again in a moment", "text": text})
