@@ -15,7 +15,7 @@ import logging
 import math
 import secrets
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -155,11 +155,18 @@ _CATCH_UP: Final = Message("", "")
 
 
 class _Receiver:
-    """One subscriber's bounded buffer, filled by the hub without waiting."""
+    """One subscriber's bounded buffer, filled by the hub without waiting.
+
+    One task receives at a time (a room member's forwarder, or a subscription's reader),
+    so the waiting task is kept as it is, and woken directly: a room of 10,000 members
+    wakes 10,000 of them for each message. The buffer is a list, not a deque: it is short
+    (``buffer_size`` at most, empty most of the time), and an empty deque costs ten
+    times the memory, for each member.
+    """
 
     __slots__ = (
         "_buffer",
-        "_lot",
+        "_waiter",
         "_when_overflowing",
         "catches_up",
         "channels",
@@ -181,8 +188,8 @@ class _Receiver:
         self.limit = config.buffer_size
         self.on_overflow = config.on_overflow
         self._when_overflowing = when_overflowing
-        self._buffer: deque[Message] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        self._buffer: list[Message] = []
+        self._waiter: trio.lowlevel.Task | None = None
         self.closed: BaseException | None = None
         self.dropped = 0
         # For room members: send each message in the id envelope; who it is, for presence.
@@ -197,16 +204,22 @@ class _Receiver:
             if self.on_overflow == "close":
                 self.overflowed()
                 return
-            self._buffer.popleft()
+            del self._buffer[0]
             self.dropped += 1
         self._buffer.append(message)
-        self._lot.unpark()
+        if self._waiter is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        task, self._waiter = self._waiter, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     def catch_up(self) -> None:
         """Ask the member to fetch what it missed (beyond the bound: it is one marker)."""
         if self.closed is None and self.catches_up:
             self._buffer.append(_CATCH_UP)
-            self._lot.unpark()
+            self._wake()
 
     def overflowed(self) -> None:
         self.close(
@@ -220,7 +233,7 @@ class _Receiver:
     def close(self, reason: BaseException) -> None:
         self.closed = reason
         self._buffer.clear()
-        self._lot.unpark_all()
+        self._wake()
 
     async def get(self) -> Message:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -228,12 +241,19 @@ class _Receiver:
         while not self._buffer:
             if self.closed is not None:
                 raise self.closed
-            await self._lot.park()  # a cancellation here loses nothing
+            if self._waiter is not None:
+                raise trio.BusyResourceError("another task is already receiving from it")
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)  # loses nothing if aborted
             parked = True
-        message = self._buffer.popleft()
+        message = self._buffer.pop(0)
         if not parked:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return message
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class Subscription:
@@ -1094,7 +1114,14 @@ class Room:
                     if parse_id(message.id) <= skip_through:
                         continue
                     skip_through = None
-                await self._send_to(ws, receiver, message)
+                # The common case inline: one coroutine less per member and message.
+                data = message.data
+                if receiver.envelope and message.id is not None:
+                    await ws.send_text(envelope(message.id, data, message.is_json))
+                elif isinstance(data, str):
+                    await ws.send_text(data)
+                else:
+                    await ws.send_bytes(data)
                 last = message.id or last
         except (WebSocketDisconnect, WebSocketStateError, BroadcastOverflow):
             pass  # the connection is gone or closed, or the member left
