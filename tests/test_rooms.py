@@ -372,3 +372,26 @@ async def test_many_leaves_at_once_share_their_trips_to_the_backend(url: str) ->
                 nursery.cancel_scope.cancel()
             assert calls <= 5, calls
             assert await room.presence() == {}
+
+
+async def test_join_takes_since_or_last_not_both() -> None:
+    async with Broadcast() as hub:
+        room = hub.room("r", config=KEEP_5)
+        first = await room.send_text("a")
+        async with FakeServer().websocket() as ws:
+            with pytest.raises(ValueError, match="since= or last=, not both"):
+                await room.join(ws, since=first, last=3)
+            with pytest.raises(ValueError, match="last must be"):
+                await room.join(ws, last=0)
+            with pytest.raises(ValueError, match="limit must be"):
+                await room.history(limit=0)
+
+
+def test_a_cluster_room_name_cannot_hold_braces() -> None:
+    hub = Broadcast("redis+cluster://127.0.0.1:7000")  # not connected: no Redis needed
+    assert hub.room("lobby").channel == "trio_bocaws.room:{lobby}"
+    with pytest.raises(ValueError, match="no braces"):
+        hub.room("a{b}")
+    assert Broadcast("redis://127.0.0.1:7000/0").room("a{b}").channel == "trio_bocaws.room:a{b}"
+    del hub
+    gc.collect()  # coredis' unconnected clients warn here, where the module's filter applies
