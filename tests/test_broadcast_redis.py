@@ -352,4 +352,5 @@ async def test_messages_do_not_show_the_redis_password() -> None:
             pass  # pragma: no cover
     assert f"cannot connect to redis://:***@127.0.0.1:{port}/0: " in str(raised.value)
     assert "hunter2" not in str(raised.value)
+    assert "hunter2" not in repr(hub) + repr(hub.room("lobby"))
     gc.collect()  # coredis' leftovers warn here, under this module's filter

@@ -717,7 +717,8 @@ class Broadcast:
             )
 
     def __repr__(self) -> str:
-        return f"<Broadcast {self.url} {'connected' if self._connected else 'not connected'}>"
+        state = "connected" if self._connected else "not connected"
+        return f"<Broadcast {_safe_url(self.url)} {state}>"
 
     # -- Life ------------------------------------------------------------------------------
 
@@ -725,7 +726,8 @@ class Broadcast:
         """Connect, and run the reader in ``nursery`` until :meth:`aclose`.
 
         Raises:
-            BroadcastError: The backend cannot be reached.
+            BroadcastError: The backend cannot be reached, or did not answer within
+                ``connect_timeout``.
         """
         self._running = trio.CancelScope()
         try:
@@ -812,7 +814,9 @@ class Broadcast:
 
         Raises:
             BroadcastError: The backend cannot be reached (Redis is down: the message is
-                not sent; nothing is queued for later).
+                not sent; nothing is queued for later), or did not answer within
+                ``publish_timeout`` (the message is not confirmed: a frozen Redis that
+                had it may still deliver it when it resumes).
             TypeError: ``data`` is neither ``str`` nor ``bytes``.
         """
         if not isinstance(data, (str, bytes)):
@@ -824,7 +828,8 @@ class Broadcast:
         """Subscribe to ``channels`` for the ``async with`` block.
 
         Messages published after this is entered are delivered; leaving the block (also by
-        cancellation) unsubscribes.
+        cancellation) unsubscribes. While Redis is away or does not answer (then entering
+        waits ``publish_timeout`` at most), the subscription is made when it is back.
         """
         if not channels:
             raise ValueError("subscribe() needs at least one channel")
@@ -976,7 +981,7 @@ class Room:
         self.presence_channel = PRESENCE_PREFIX + tag
 
     def __repr__(self) -> str:
-        return f"<Room {self.name!r} on {self.hub.url}>"
+        return f"<Room {self.name!r} on {_safe_url(self.hub.url)}>"
 
     @property
     def config(self) -> RoomConfig:
