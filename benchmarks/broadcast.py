@@ -6,9 +6,14 @@
    through ``Room.send_json`` (encoded once, a forwarding task per member) against a plain
    loop of ``await ws.send_json(...)`` over the same sockets (encoded per socket), side by
    side in one run.
+   The same again for a room that keeps history (``RoomConfig(history_size=100)``): each
+   message also gets an id and is kept.
 2. Delivery latency to the healthy members when 10% of the room has stopped reading (their
    sends block, as on a client whose buffers are full), against a room where all read.
    A plain loop would wait on the first stuck member forever; the room should not care.
+
+3. Memory per member: the bytes ``room.join`` allocates for each member (its buffer and its
+   forwarding task), measured with ``tracemalloc``.
 
 Connections are real ``WebSocket`` objects inside ``async with ws`` over an in-memory ASGI
 server whose send is a checkpoint (or blocks forever, for a stuck member): this measures
@@ -20,12 +25,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import trio
+import trio.testing
 
-from trio_bocaws import Broadcast, BroadcastConfig, WebSocket
+from trio_bocaws import Broadcast, BroadcastConfig, RoomConfig, WebSocket
 
 SCOPE: dict[str, Any] = {"type": "websocket", "path": "/room", "headers": []}
 
@@ -69,11 +76,12 @@ async def _members(
     return connections
 
 
-async def deliver_to_all(count: int, repeat: int) -> dict[str, float]:
+async def deliver_to_all(count: int, repeat: int, history: bool = False) -> dict[str, float]:
     """Seconds from sending one message until every member's send has completed."""
     message = {"user": "ada", "text": "hello, everyone", "n": list(range(10))}
     results: dict[str, list[float]] = {"room": [], "loop": []}
-    hub = Broadcast(config=BroadcastConfig(buffer_size=16))
+    rooms = RoomConfig(history_size=100) if history else RoomConfig()
+    hub = Broadcast(config=BroadcastConfig(buffer_size=16, rooms=rooms))
     async with hub, trio.open_nursery() as nursery:
         arrived = 0
         all_arrived = trio.Event()
@@ -135,6 +143,23 @@ async def latency_with_stuck_members(count: int, repeat: int, stuck_every: int) 
     return statistics.median(times)
 
 
+async def memory_per_member(count: int) -> float:
+    """Bytes allocated by ``room.join`` per member (and still held)."""
+    hub = Broadcast(config=BroadcastConfig(buffer_size=16))
+    async with hub, trio.open_nursery() as nursery:
+        connections = await _members(nursery, count, lambda: None)
+        room = hub.room("all")
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for connection in connections:
+            await room.join(connection.ws)
+        await trio.testing.wait_all_tasks_blocked()  # every forwarder parked
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        nursery.cancel_scope.cancel()
+    return held / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000")
@@ -143,14 +168,18 @@ def main() -> None:
     sizes = [int(size) for size in arguments.sizes.split(",")]
 
     print("One message to every member (median of", arguments.repeat, "runs)")
-    print(f"{'members':>8}  {'Room.send_json':>15}  {'plain loop':>12}  {'room/loop':>9}")
+    print(
+        f"{'members':>8}  {'history':>7}  {'Room.send_json':>15}  {'plain loop':>12}"
+        f"  {'room/loop':>9}"
+    )
     for size in sizes:
-        result = trio.run(deliver_to_all, size, arguments.repeat)
-        ratio = result["room"] / result["loop"]
-        print(
-            f"{size:>8}  {result['room'] * 1e3:>12.1f} ms  {result['loop'] * 1e3:>9.1f} ms"
-            f"  {ratio:>9.2f}"
-        )
+        for history in (False, True):
+            result = trio.run(deliver_to_all, size, arguments.repeat, history)
+            ratio = result["room"] / result["loop"]
+            print(
+                f"{size:>8}  {'yes' if history else 'no':>7}  {result['room'] * 1e3:>12.1f} ms"
+                f"  {result['loop'] * 1e3:>9.1f} ms  {ratio:>9.2f}"
+            )
 
     print()
     print("Delivery to the healthy members (median of", arguments.repeat, "messages)")
@@ -162,6 +191,10 @@ def main() -> None:
             f"{size:>8}  {all_reading * 1e3:>9.1f} ms  {some_stuck * 1e3:>9.1f} ms"
             f"  {some_stuck / all_reading:>6.2f}"
         )
+    print()
+    print("Memory per member (allocated by room.join, still held)")
+    for size in sizes:
+        print(f"{size:>8}  {trio.run(memory_per_member, size):>9.0f} bytes")
     print()
     print("A plain loop over the same sockets never finishes with a stuck member in the room:")
     print("its first blocked send holds every member after it.")

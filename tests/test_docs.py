@@ -1663,3 +1663,37 @@ def test_the_testing_pages_tests_pass(pytester: pytest.Pytester) -> None:
         pytester.makepyfile(**{f"test_{name}": (SNIPPETS / f"{name}.py").read_text("utf-8")})
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=7)
+
+
+# -- Rooms: history, resume, presence ------------------------------------------------------
+
+
+async def test_rooms_history_resume_and_presence() -> None:
+    """rooms.md: a newcomer sees the latest messages, a client resumes after its last id
+    (or is told to resync), and /who follows who is in the room."""
+    module = snippet("rooms_history")
+    said = [{"user": "ada", "said": f"m{n}"} for n in range(3)]
+    with trio.fail_after(TIMEOUT):
+        async with (
+            TestClient(module.app) as client,
+            client.websocket_connect("/who/lobby") as who,
+        ):
+            assert await who.receive_json() == {"here": {}}
+            async with client.websocket_connect("/rooms/lobby?user=ada") as ada:
+                assert await who.receive_json() == {"user": "ada", "connections": 1}
+                ids = []
+                for n in range(3):
+                    await ada.send_json(f"m{n}")
+                    message = await ada.receive_json()
+                    assert message["message"] == said[n]
+                    ids.append(message["id"])
+            assert await who.receive_json() == {"user": "ada", "connections": 0}
+
+            async with client.websocket_connect(f"/rooms/lobby?user=ada&since={ids[0]}") as ada:
+                got = [await ada.receive_json() for _ in range(2)]
+                assert got == [{"id": ids[n], "message": said[n]} for n in (1, 2)]
+            async with client.websocket_connect("/rooms/lobby?user=bob") as bob:
+                assert [(await bob.receive_json())["id"] for _ in range(3)] == ids
+            async with client.websocket_connect("/rooms/lobby?user=eve&since=1-0") as eve:
+                assert await eve.receive_json() == {"resync": True}
+                assert [(await eve.receive_json())["message"] for _ in range(3)] == said

@@ -26,6 +26,10 @@ from ._errors import WebSocketClosedError as WebSocketClosedError
 from ._errors import WebSocketDisconnect as WebSocketDisconnect
 from ._errors import WebSocketStateError as WebSocketStateError
 from ._http import HTMLPage as HTMLPage
+from ._room_history import HistoryGap as HistoryGap
+from ._room_history import RoomConfig as RoomConfig
+from ._room_presence import PresenceChange as PresenceChange
+from ._room_presence import PresenceWatch as PresenceWatch
 from ._routing import ParameterError as ParameterError
 from ._routing import WebSocketRoute as WebSocketRoute
 from ._serve import ServerConfig as ServerConfig
@@ -51,11 +55,15 @@ __all__ = [
     "BroadcastOverflow",
     "CloseCodes",
     "HTMLPage",
+    "HistoryGap",
     "Message",
     "MessageValidationError",
     "ParameterError",
+    "PresenceChange",
+    "PresenceWatch",
     "RejectConnection",
     "Room",
+    "RoomConfig",
     "ServerConfig",
     "Subscription",
     "TrioBocawsError",

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import sys
-from collections import deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -24,7 +25,18 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import trio
 
+from . import _room_presence as presence
+from . import _room_redis
 from ._errors import TrioBocawsError, WebSocketDisconnect, WebSocketStateError, leaves
+from ._room_history import (
+    HistoryGap,
+    MemoryHistory,
+    RoomConfig,
+    check_since,
+    envelope,
+    parse_id,
+)
+from ._room_presence import PRESENCE_PREFIX, PresenceWatch
 from ._websocket import lifetime_of
 
 if TYPE_CHECKING:
@@ -49,6 +61,9 @@ Overflow = Literal["drop_oldest", "close"]
 # Over Redis, a payload is one byte saying what it is, then the message.
 _TEXT: Final = b"t"
 _BYTES: Final = b"b"
+# A message of a room that keeps history: the kind (T text, J JSON text, B bytes), then its
+# id, a space, and the message.
+_KINDS: Final = {b"T": (True, False), b"J": (True, True), b"B": (False, False)}
 _ROOM_PREFIX: Final = "trio_bocaws.room:"
 
 
@@ -93,6 +108,11 @@ class BroadcastConfig:
         reconnect_delay: Seconds before the first attempt to reconnect to a lost backend;
             doubled at each failure, up to ``max_reconnect_delay``.
         max_reconnect_delay: The longest wait between two attempts.
+        rooms: The :class:`RoomConfig` of every room not given one of its own: by
+            default, no history and no presence.
+        presence_ttl: Through Redis, seconds after which the presence of a worker that
+            stopped renewing it (it died, or lost Redis) is removed, and its members'
+            leaves announced. Each hub renews its own three times per ``presence_ttl``.
     """
 
     buffer_size: int = attrs.field(default=256, validator=_positive_int)
@@ -106,28 +126,57 @@ class BroadcastConfig:
     keepalive_interval: float = attrs.field(default=15.0, validator=_positive)
     reconnect_delay: float = attrs.field(default=0.1, validator=_positive)
     max_reconnect_delay: float = attrs.field(default=5.0, validator=_positive)
+    rooms: RoomConfig = attrs.field(
+        factory=RoomConfig, validator=attrs.validators.instance_of(RoomConfig)
+    )
+    presence_ttl: float = attrs.field(default=30.0, validator=_positive)
 
 
 @attrs.frozen
 class Message:
-    """A message received on a channel."""
+    """A message received on a channel.
+
+    Attributes:
+        channel: The channel it was published on.
+        data: Text or bytes.
+        id: Its id, in a room that keeps history (``None`` elsewhere).
+        is_json: Whether ``data`` is JSON text (sent with ``send_json``), in a room that
+            keeps history.
+    """
 
     channel: str
     data: str | bytes
+    id: str | None = None
+    is_json: bool = False
+
+
+# Put in a room member's buffer when the hub has (re)subscribed after losing its backend:
+# what was sent meanwhile never came, and a room that keeps history can send it now.
+_CATCH_UP: Final = Message("", "")
 
 
 class _Receiver:
-    """One subscriber's bounded buffer, filled by the hub without waiting."""
+    """One subscriber's bounded buffer, filled by the hub without waiting.
+
+    One task receives at a time (a room member's forwarder, or a subscription's reader),
+    so the waiting task is kept as it is, and woken directly: a room of 10,000 members
+    wakes 10,000 of them for each message. The buffer is a list, not a deque: it is short
+    (``buffer_size`` at most, empty most of the time), and an empty deque costs ten
+    times the memory, for each member.
+    """
 
     __slots__ = (
         "_buffer",
-        "_lot",
+        "_waiter",
         "_when_overflowing",
+        "catches_up",
         "channels",
         "closed",
         "dropped",
+        "envelope",
         "limit",
         "on_overflow",
+        "presence_key",
     )
 
     def __init__(
@@ -140,10 +189,14 @@ class _Receiver:
         self.limit = config.buffer_size
         self.on_overflow = config.on_overflow
         self._when_overflowing = when_overflowing
-        self._buffer: deque[Message] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        self._buffer: list[Message] = []
+        self._waiter: trio.lowlevel.Task | None = None
         self.closed: BaseException | None = None
         self.dropped = 0
+        # For room members: send each message in the id envelope; who it is, for presence.
+        self.envelope = False
+        self.presence_key: str | None = None
+        self.catches_up = False
 
     def put(self, message: Message) -> None:
         if self.closed is not None:
@@ -152,10 +205,22 @@ class _Receiver:
             if self.on_overflow == "close":
                 self.overflowed()
                 return
-            self._buffer.popleft()
+            del self._buffer[0]
             self.dropped += 1
         self._buffer.append(message)
-        self._lot.unpark()
+        if self._waiter is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        task, self._waiter = self._waiter, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def catch_up(self) -> None:
+        """Ask the member to fetch what it missed (beyond the bound: it is one marker)."""
+        if self.closed is None and self.catches_up:
+            self._buffer.append(_CATCH_UP)
+            self._wake()
 
     def overflowed(self) -> None:
         self.close(
@@ -169,7 +234,7 @@ class _Receiver:
     def close(self, reason: BaseException) -> None:
         self.closed = reason
         self._buffer.clear()
-        self._lot.unpark_all()
+        self._wake()
 
     async def get(self) -> Message:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -177,12 +242,19 @@ class _Receiver:
         while not self._buffer:
             if self.closed is not None:
                 raise self.closed
-            await self._lot.park()  # a cancellation here loses nothing
+            if self._waiter is not None:
+                raise trio.BusyResourceError("another task is already receiving from it")
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)  # loses nothing if aborted
             parked = True
-        message = self._buffer.popleft()
+        message = self._buffer.pop(0)
         if not parked:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return message
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class Subscription:
@@ -217,6 +289,8 @@ class _MemoryBackend:
 
     def __init__(self, hub: Broadcast) -> None:
         self._hub = hub
+        self._histories: dict[str, MemoryHistory] = {}
+        self._totals: dict[str, Counter[str]] = {}
 
     async def run(self, task_status: trio.TaskStatus[None]) -> None:
         self._hub._set_connected(True)
@@ -233,6 +307,43 @@ class _MemoryBackend:
     def forget(self, channel: str) -> None:
         pass
 
+    async def publish_kept(
+        self, room: Room, data: str | bytes, is_json: bool, config: RoomConfig
+    ) -> str:
+        await trio.lowlevel.checkpoint()
+        history = self._histories.get(room.name)
+        if history is None:
+            history = self._histories[room.name] = MemoryHistory()
+        message_id = history.add(data, is_json, config)
+        self._hub._deliver(room.channel, data, message_id, is_json)
+        return message_id
+
+    async def read_history(
+        self, room: Room, since: str | None, limit: int | None, config: RoomConfig
+    ) -> tuple[str | None, str | None, list[tuple[str, str | bytes, bool]]]:
+        """The oldest kept id, the last issued one, and the entries asked for."""
+        await trio.lowlevel.checkpoint()
+        history = self._histories.get(room.name)
+        if history is None:
+            return None, None, []
+        history.trim(config)
+        oldest, last = history.bounds()
+        after = None if since is None else parse_id(since)
+        return oldest, last, history.read(after, limit)
+
+    async def sync_presence(self, room: Room, counts: Counter[str]) -> dict[str, int]:
+        """Make ``counts`` this hub's presence in ``room``; the totals over every hub."""
+        await trio.lowlevel.checkpoint()
+        before = self._totals.get(room.name, Counter())
+        after = +counts  # this hub is the only one
+        if after:
+            self._totals[room.name] = after
+        else:
+            self._totals.pop(room.name, None)
+        for event in presence.changes(before, after):
+            self._hub._deliver(room.presence_channel, event)
+        return dict(after)
+
 
 class _RedisBackend:
     """Redis pub/sub through coredis: every process subscribed to a channel gets it.
@@ -244,7 +355,7 @@ class _RedisBackend:
     do. The hub bounds each whole operation: a publish, a (re)connection.
     """
 
-    def __init__(self, hub: Broadcast, url: str) -> None:
+    def __init__(self, hub: Broadcast, url: str, cluster: bool = False) -> None:
         try:
             import coredis
         except ImportError:  # pragma: no cover - depends on the install
@@ -254,10 +365,23 @@ class _RedisBackend:
         config = hub.config
         self._hub = hub
         self._name = _safe_url(url)
-        self._client = coredis.Redis.from_url(
-            url, stream_timeout=config.publish_timeout, connect_timeout=config.connect_timeout
-        )
+        # A Redis Cluster: sharded pub/sub (SPUBLISH, SSUBSCRIBE; Redis 7), so that each
+        # message goes to the node that owns its channel's slot, not to every node.
+        self.cluster = cluster
+        self._client: Any
+        if cluster:
+            self._client = _cluster_client(url, config)
+        else:
+            self._client = coredis.Redis.from_url(
+                url, stream_timeout=config.publish_timeout, connect_timeout=config.connect_timeout
+            )
         self._pubsub: Any = None
+        scripts: tuple[str, ...] = (_room_redis.ADD, _room_redis.READ, _room_redis.SYNC)
+        if cluster:
+            scripts = tuple(s.replace("'PUBLISH'", "'SPUBLISH'") for s in scripts)
+        self._add_script = self._client.register_script(scripts[0])
+        self._read_script = self._client.register_script(scripts[1])
+        self._sync_script = self._client.register_script(scripts[2])
         # Channels Redis is subscribed to for us; those no longer wanted are dropped by the
         # reader when it next looks (a late unsubscribe only costs a few ignored messages).
         self._stale = trio.Event()
@@ -283,7 +407,9 @@ class _RedisBackend:
                 # is a Redis that does not answer.
                 raise BroadcastError(self._silent(timeout, "connect_timeout"))
             task_status.started()
-            await self._read_forever()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew_presence)
+                await self._read_forever()
 
     async def _read_forever(self) -> None:
         from coredis.retry import NoRetryPolicy
@@ -296,7 +422,10 @@ class _RedisBackend:
             error: BaseException | None = None
             try:
                 with attempt:
-                    pubsub = self._client.pubsub(
+                    open_pubsub = (
+                        self._client.sharded_pubsub if self.cluster else self._client.pubsub
+                    )
+                    pubsub = open_pubsub(
                         retry_policy=NoRetryPolicy(),
                         subscription_timeout=config.publish_timeout,
                         max_idle_seconds=config.keepalive_interval,
@@ -339,14 +468,25 @@ class _RedisBackend:
             # get_message, not `async for`: coredis ends the iteration while nothing is
             # subscribed, and a hub may have no subscribers for a while.
             message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
+            if message is None or message["type"] not in ("message", "smessage"):
                 continue
             channel = message["channel"]
             if isinstance(channel, bytes):
                 channel = channel.decode("utf-8")
             payload = message["data"]
             kind, data = payload[:1], payload[1:]
-            self._hub._deliver(channel, data.decode("utf-8") if kind == _TEXT else bytes(data))
+            kept = _KINDS.get(kind)
+            if kept is None:
+                self._hub._deliver(channel, data.decode("utf-8") if kind == _TEXT else bytes(data))
+                continue
+            is_text, is_json = kept
+            message_id, _, data = data.partition(b" ")
+            self._hub._deliver(
+                channel,
+                data.decode("utf-8") if is_text else bytes(data),
+                message_id.decode("ascii"),
+                is_json,
+            )
 
     async def _drop_stale(self, pubsub: Any) -> None:
         while True:
@@ -367,7 +507,10 @@ class _RedisBackend:
         timeout = self._hub.config.publish_timeout
         with trio.move_on_after(timeout) as attempt:
             try:
-                await self._client.publish(channel, payload)
+                if self.cluster:
+                    await self._client.spublish(channel, payload)
+                else:
+                    await self._client.publish(channel, payload)
                 return
             except TimeoutError:
                 pass  # coredis' own bound on the answer: the same timeout as ours
@@ -407,6 +550,105 @@ class _RedisBackend:
     def forget(self, channel: str) -> None:
         self._stale.set()
 
+    async def _run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a room script, bounded as a publish is (``publish_timeout``)."""
+        import coredis.exceptions
+
+        timeout = self._hub.config.publish_timeout
+        with trio.move_on_after(timeout) as attempt:
+            try:
+                return await script(keys=keys, args=args)
+            except TimeoutError:
+                pass  # coredis' own bound on the answer: the same timeout as ours
+            except (OSError, coredis.exceptions.RedisError) as exc:
+                if not attempt.cancel_called:
+                    raise BroadcastError(f"cannot reach {self._name}: {exc!r}") from exc
+        raise BroadcastError(
+            f"{self._silent(timeout, 'publish_timeout')}: the room command is not confirmed"
+        )
+
+    async def publish_kept(
+        self, room: Room, data: str | bytes, is_json: bool, config: RoomConfig
+    ) -> str:
+        kind = b"B" if isinstance(data, bytes) else b"J" if is_json else b"T"
+        args = [
+            room.channel,
+            kind,
+            data,
+            "" if config.history_size is None else config.history_size,
+            _milliseconds(config.history_age),
+        ]
+        result = await self._run_script(
+            self._add_script, [_room_redis.history_key(room.name)], args
+        )
+        return _text(result)
+
+    async def read_history(
+        self, room: Room, since: str | None, limit: int | None, config: RoomConfig
+    ) -> tuple[str | None, str | None, list[tuple[str, str | bytes, bool]]]:
+        args = [
+            "" if since is None else since,
+            "" if limit is None else limit,
+            _milliseconds(config.history_age),
+        ]
+        oldest, last, raw, newest_first = await self._run_script(
+            self._read_script, [_room_redis.history_key(room.name)], args
+        )
+        entries = []
+        for message_id, fields in raw:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            is_text, is_json = _KINDS[bytes(values[b"k"])]
+            data = values[b"d"]
+            entries.append(
+                (_text(message_id), data.decode("utf-8") if is_text else bytes(data), is_json)
+            )
+        if _text(newest_first) == "1":
+            entries.reverse()
+        return _text(oldest) or None, _text(last) or None, entries
+
+    async def sync_presence(self, room: Room, counts: Counter[str]) -> dict[str, int]:
+        workers, totals, mine, prefix = _room_redis.presence_keys(room.name, self._hub.worker)
+        ttl = _milliseconds(self._hub.config.presence_ttl)
+        args: list[Any] = [self._hub.worker, ttl, room.presence_channel, prefix]
+        for key, count in counts.items():
+            if count > 0:
+                args += [key, count]
+        result = await self._run_script(self._sync_script, [workers, totals, mine], args)
+        return {
+            _text(key): int(count) for key, count in zip(result[::2], result[1::2], strict=True)
+        }
+
+    async def _renew_presence(self) -> None:
+        """Renew this hub's presence, and clear dead workers' from the rooms it watches."""
+        while True:
+            await trio.sleep(self._hub.config.presence_ttl / 3)
+            for name in self._hub._presence_rooms():
+                try:
+                    await self._hub._sync_presence(name)
+                except BroadcastError as exc:
+                    logger.warning("broadcast: cannot renew presence in %r (%s)", name, exc)
+
+
+def _cluster_client(url: str, config: BroadcastConfig) -> Any:
+    """A coredis cluster client from ``redis+cluster://[user:password@]host:port``: the
+    node it names is the first it asks for the cluster's layout."""
+    import coredis
+    from coredis.connection import TCPLocation
+
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        raise ValueError(
+            f"a Redis Cluster URL names a node: redis+cluster://host:port, not {url!r}"
+        )
+    return coredis.RedisCluster(
+        startup_nodes=[TCPLocation(parts.hostname, parts.port or 6379)],
+        username=parts.username,
+        password=parts.password,
+        ssl=parts.scheme == "rediss+cluster",
+        stream_timeout=config.publish_timeout,
+        connect_timeout=config.connect_timeout,
+    )
+
 
 def _safe_url(url: str) -> str:
     """``url`` without its password, for messages and logs."""
@@ -415,6 +657,18 @@ def _safe_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+class _PresenceSync:
+    """The syncs of one room's presence with the backend, one at a time, numbered."""
+
+    __slots__ = ("finished", "lock", "started", "totals")
+
+    def __init__(self) -> None:
+        self.lock = trio.Lock()
+        self.started = 0
+        self.finished = 0
+        self.totals: dict[str, int] | None = None
 
 
 class Broadcast:
@@ -439,6 +693,13 @@ class Broadcast:
         self.url = url
         self.config = BroadcastConfig() if config is None else config
         self._receivers: dict[str, set[_Receiver]] = {}
+        self._room_configs: dict[str, RoomConfig] = {}
+        # Presence: this hub's connections per key in each room, the rooms watched here
+        # (whose dead workers this hub clears), and each room's syncs with the backend.
+        self._presence: dict[str, Counter[str]] = {}
+        self._watched: Counter[str] = Counter()
+        self._presence_syncs: dict[str, _PresenceSync] = {}
+        self.worker = secrets.token_hex(8)
         self._connected = False
         self._connected_event = trio.Event()
         self._running: trio.CancelScope | None = None
@@ -448,9 +709,12 @@ class Broadcast:
             self._backend = _MemoryBackend(self)
         elif scheme in ("redis", "rediss"):
             self._backend = _RedisBackend(self, url)
+        elif scheme in ("redis+cluster", "rediss+cluster"):
+            self._backend = _RedisBackend(self, url, cluster=True)
         else:
             raise ValueError(
                 f"unknown broadcast backend {url!r}: use memory:// or redis://host:port/db"
+                " (redis+cluster://host:port for a Redis Cluster)"
             )
 
     def __repr__(self) -> str:
@@ -537,6 +801,9 @@ class Broadcast:
         self._connected = connected
         if connected:
             self._connected_event.set()
+            for members in self._receivers.values():
+                for receiver in members:
+                    receiver.catch_up()
         elif self._connected_event.is_set():
             self._connected_event = trio.Event()
 
@@ -603,11 +870,17 @@ class Broadcast:
     def _wanted_channels(self) -> list[str]:
         return list(self._receivers)
 
-    def _deliver(self, channel: str, data: str | bytes) -> None:
+    def _deliver(
+        self,
+        channel: str,
+        data: str | bytes,
+        message_id: str | None = None,
+        is_json: bool = False,
+    ) -> None:
         members = self._receivers.get(channel)
         if not members:
             return
-        message = Message(channel, data)
+        message = Message(channel, data, message_id, is_json)
         for receiver in list(members):
             receiver.put(message)
 
@@ -617,9 +890,72 @@ class Broadcast:
 
     # -- Rooms -----------------------------------------------------------------------------
 
-    def room(self, name: str) -> Room:
-        """The room called ``name`` (a channel of WebSockets)."""
+    def room(self, name: str, *, config: RoomConfig | None = None) -> Room:
+        """The room called ``name`` (a channel of WebSockets).
+
+        Args:
+            name: The room's name.
+            config: This room's :class:`RoomConfig` (history, presence), instead of the
+                hub's ``BroadcastConfig.rooms``. The hub remembers it: later calls
+                without ``config`` get the same room.
+
+        Raises:
+            ValueError: ``config`` differs from the one this room was already given.
+        """
+        if self._cluster and ("{" in name or "}" in name):
+            raise ValueError(
+                f"room {name!r}: on a Redis Cluster, a room name has no braces (the name is"
+                " its keys' hash tag)"
+            )
+        if config is not None:
+            if not isinstance(config, RoomConfig):
+                raise TypeError(f"config must be a RoomConfig, not {type(config).__name__}")
+            known = self._room_configs.setdefault(name, config)
+            if known != config:
+                raise ValueError(f"room {name!r} already has another config: {known!r}")
         return Room(self, name)
+
+    @property
+    def _cluster(self) -> bool:
+        return isinstance(self._backend, _RedisBackend) and self._backend.cluster
+
+    def _room_config(self, name: str) -> RoomConfig:
+        return self._room_configs.get(name, self.config.rooms)
+
+    def _presence_rooms(self) -> list[str]:
+        return list(self._presence.keys() | self._watched.keys())
+
+    async def _sync_presence(self, name: str) -> dict[str, int]:
+        """Tell the backend this hub's presence in room ``name``; the totals.
+
+        Calls that wait while a sync is running share the next one: it starts after they
+        were called, so its counts include theirs, and its totals are as fresh. A thousand
+        connections that leave at once (a shutdown) cost a few round trips, not a thousand.
+        """
+        sync = self._presence_syncs.get(name)
+        if sync is None:
+            sync = self._presence_syncs[name] = _PresenceSync()
+        ticket = sync.started
+        async with sync.lock:
+            if sync.finished > ticket and sync.totals is not None:
+                await trio.lowlevel.checkpoint()
+                return dict(sync.totals)
+            sync.started += 1
+            number = sync.started
+            # Taken under the lock: a later count never reaches the backend before an
+            # earlier one.
+            counts = Counter(self._presence.get(name, ()))
+            totals = await self._backend.sync_presence(Room(self, name), counts)
+            sync.finished, sync.totals = number, totals
+            return dict(totals)
+
+    def _count_presence(self, name: str, key: str, delta: int) -> None:
+        counts = self._presence.setdefault(name, Counter())
+        counts[key] += delta
+        if counts[key] <= 0:
+            del counts[key]
+            if not counts:
+                del self._presence[name]
 
 
 class Room:
@@ -630,22 +966,43 @@ class Room:
         room = hub.room("lobby")
         await room.join(ws)          # until the connection ends (or room.leave(ws))
         await room.send_json({"user": "ada", "text": "hi"})   # encoded once
+
+    A room configured to keep history (:class:`RoomConfig`) gives each message an id,
+    keeps the latest ones, and lets a member resume after the last id it saw; one
+    configured for presence knows who is in it, over every worker.
     """
 
     def __init__(self, hub: Broadcast, name: str) -> None:
         self.hub = hub
         self.name = name
-        self.channel = _ROOM_PREFIX + name
+        # On a Redis Cluster, the room's name is the channels' hash tag, as it is its keys':
+        # a script that writes a key and publishes runs on one node.
+        tag = f"{{{name}}}" if hub._cluster else name
+        self.channel = _ROOM_PREFIX + tag
+        self.presence_channel = PRESENCE_PREFIX + tag
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} on {_safe_url(self.hub.url)}>"
+
+    @property
+    def config(self) -> RoomConfig:
+        """This room's :class:`RoomConfig`."""
+        return self.hub._room_config(self.name)
 
     @property
     def members(self) -> int:
         """WebSockets of this process in the room."""
         return self.hub.subscribers(self.channel)
 
-    async def join(self, ws: WebSocket) -> None:
+    async def join(
+        self,
+        ws: WebSocket,
+        *,
+        since: str | None = None,
+        last: int | None = None,
+        key: str | None = None,
+        envelope: bool = False,
+    ) -> None:
         """Put ``ws`` in the room: from now on it is sent every message of the room.
 
         A task in the connection's nursery (``ws.nursery``) forwards them, so the
@@ -653,8 +1010,29 @@ class Room:
         it overflows, ``on_overflow`` either drops its oldest message or closes the
         connection with 1013.
 
+        Args:
+            ws: The connection.
+            since: In a room that keeps history, the id of the last message the client
+                has: it is sent every kept message after that one, then the live ones,
+                with none missed and none twice, however many are sent meanwhile.
+            last: In a room that keeps history, instead of ``since``: it is sent the
+                latest ``last`` kept messages first (a newcomer sees what was said), then
+                the live ones, again with none missed and none twice.
+            key: In a room with presence, who this connection is. By default ``ws.user``
+                (when it is a str), else a key of the connection's own,
+                ``"anonymous:<random>"``.
+            envelope: In a room that keeps history, send each message as the JSON text
+                ``{"id": ..., "message": ...}`` (``"message"`` holds the JSON value, or
+                the text as a JSON string; binary messages come as ``{"id": ...,
+                "bytes": <base64>}``), so that the client learns the ids.
+
         Raises:
+            HistoryGap: ``since`` is older than what the room keeps, or unknown to it.
+                Nothing was sent, and ``ws`` is not a member.
+            BroadcastError: The backend cannot be reached to read the history.
             WebSocketStateError: ``ws`` is not inside ``async with`` (or an App view).
+            ValueError: ``since``, ``last``, ``envelope`` or ``key`` asked of a room that
+                keeps no history or has no presence; both ``since`` and ``last``.
         """
         try:
             nursery = ws.nursery
@@ -662,11 +1040,50 @@ class Room:
             raise WebSocketStateError(
                 "Room.join() needs the WebSocket inside `async with ws` (or an App view)"
             ) from None
+        config = self.config
+        if (since is not None or last is not None or envelope) and not config.keeps_history:
+            raise ValueError(
+                f"room {self.name!r} keeps no history: give it RoomConfig(history_size=...)"
+                " for since=, last= or envelope="
+            )
+        if since is not None:
+            parse_id(since)
+            if last is not None:
+                raise ValueError("join() takes since= or last=, not both")
+        if last is not None and (type(last) is not int or last < 1):
+            raise ValueError(f"last must be None or an int of at least 1, not {last!r}")
+        if key is not None and not config.presence:
+            raise ValueError(
+                f"room {self.name!r} has no presence: give it RoomConfig(presence=True)"
+            )
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a str, not {type(key).__name__}")
         if self.channel in _members_of(ws):
             return  # already a member
+        presence_key = None
+        if config.presence:
+            presence_key = presence.default_key(ws) if key is None else key
         receiver = await self.hub._add((self.channel,), partial(_close_slow_member, ws))
+        backlog: list[Message] = []
+        try:
+            # Subscribed first, read second: a message sent meanwhile is in both, and the
+            # forwarder skips its live copy by id; none can be in neither.
+            if since is not None:
+                backlog = await self.history(since=since)
+            elif last is not None:
+                backlog = await self.history(limit=last)
+        except BaseException:
+            self.hub._remove(receiver)
+            raise
+        receiver.envelope = envelope
+        receiver.presence_key = presence_key
+        receiver.catches_up = config.keeps_history
         _members_of(ws)[self.channel] = receiver
-        nursery.start_soon(self._forward, ws, receiver)
+        after = backlog[-1].id if backlog else since
+        nursery.start_soon(self._forward, ws, receiver, backlog, after)
+        if presence_key is not None:
+            self.hub._count_presence(self.name, presence_key, 1)
+            await self._announce_presence()
 
     def leave(self, ws: WebSocket) -> None:
         """Take ``ws`` out of the room (it also leaves when its connection ends)."""
@@ -675,43 +1092,191 @@ class Room:
             receiver.close(WebSocketDisconnect(1000))
             self.hub._remove(receiver)
 
-    async def _forward(self, ws: WebSocket, receiver: _Receiver) -> None:
+    async def _forward(
+        self,
+        ws: WebSocket,
+        receiver: _Receiver,
+        backlog: list[Message],
+        after: str | None,
+    ) -> None:
         try:
+            for message in backlog:
+                await self._send_to(ws, receiver, message)
+            last = backlog[-1].id if backlog else after
+            # Live messages that the backlog already held come first in the buffer: skip
+            # them until the first newer one (after which all are newer).
+            skip_through = None if last is None else parse_id(last)
             while True:
                 message = await receiver.get()
+                if message is _CATCH_UP:
+                    if last is not None:
+                        missed = await self._missed_since(last)
+                        for message in missed:
+                            await self._send_to(ws, receiver, message)
+                        last = missed[-1].id if missed else last
+                        skip_through = parse_id(last)
+                    continue
+                if skip_through is not None and message.id is not None:
+                    if parse_id(message.id) <= skip_through:
+                        continue
+                    skip_through = None
+                # The common case inline: one coroutine less per member and message.
                 data = message.data
-                if isinstance(data, str):
+                if receiver.envelope and message.id is not None:
+                    await ws.send_text(envelope(message.id, data, message.is_json))
+                elif isinstance(data, str):
                     await ws.send_text(data)
                 else:
                     await ws.send_bytes(data)
+                last = message.id or last
         except (WebSocketDisconnect, WebSocketStateError, BroadcastOverflow):
             pass  # the connection is gone or closed, or the member left
         finally:
             _members_of(ws).pop(self.channel, None)
             self.hub._remove(receiver)
+            if receiver.presence_key is not None:
+                self.hub._count_presence(self.name, receiver.presence_key, -1)
+                # Also when cancelled (the connection ends): shielded, and bounded.
+                with trio.move_on_after(self.hub.config.publish_timeout, shield=True):
+                    await self._announce_presence()
 
-    async def send(self, message: Any) -> None:
-        """Send a text (``str``), binary (``bytes``) or JSON (anything else) message."""
-        if isinstance(message, (str, bytes)):
-            await self.hub.publish(self.channel, message)
+    async def _missed_since(self, last: str) -> list[Message]:
+        """After the hub lost its backend: the kept messages after ``last``."""
+        try:
+            return await self.history(since=last)
+        except (HistoryGap, BroadcastError) as exc:
+            logger.warning("broadcast: a member of %r missed messages (%s)", self.name, exc)
+            return []
+
+    @staticmethod
+    async def _send_to(ws: WebSocket, receiver: _Receiver, message: Message) -> None:
+        data = message.data
+        if receiver.envelope and message.id is not None:
+            await ws.send_text(envelope(message.id, data, message.is_json))
+        elif isinstance(data, str):
+            await ws.send_text(data)
         else:
-            await self.send_json(message)
+            await ws.send_bytes(data)
 
-    async def send_text(self, text: str) -> None:
+    async def _announce_presence(self) -> None:
+        try:
+            await self.hub._sync_presence(self.name)
+        except BroadcastError as exc:
+            # The heartbeat tells the backend once it is back.
+            logger.warning("broadcast: presence in %r not updated (%s)", self.name, exc)
+
+    # -- Sending ---------------------------------------------------------------------------
+
+    async def _publish(self, data: str | bytes, is_json: bool) -> str | None:
+        config = self.config
+        if config.keeps_history:
+            return await self.hub._backend.publish_kept(self, data, is_json, config)
+        await self.hub.publish(self.channel, data)
+        return None
+
+    async def send(self, message: Any) -> str | None:
+        """Send a text (``str``), binary (``bytes``) or JSON (anything else) message.
+
+        Returns:
+            The message's id in a room that keeps history, else ``None`` (the same for
+            every ``send*``).
+
+        Raises:
+            BroadcastError: The backend cannot be reached; the message is not sent.
+        """
+        if isinstance(message, (str, bytes)):
+            return await self._publish(message, False)
+        return await self.send_json(message)
+
+    async def send_text(self, text: str) -> str | None:
         """Send a text message to every member."""
         if not isinstance(text, str):
             raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
-        await self.hub.publish(self.channel, text)
+        return await self._publish(text, False)
 
-    async def send_bytes(self, data: bytes) -> None:
+    async def send_bytes(self, data: bytes) -> str | None:
         """Send a binary message to every member."""
         if not isinstance(data, bytes):
             raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
-        await self.hub.publish(self.channel, data)
+        return await self._publish(data, False)
 
-    async def send_json(self, data: Any) -> None:
+    async def send_json(self, data: Any) -> str | None:
         """Encode ``data`` as JSON once, and send the text to every member."""
-        await self.hub.publish(self.channel, _dumps(data))
+        return await self._publish(_dumps(data), True)
+
+    # -- History and presence --------------------------------------------------------------
+
+    async def history(self, since: str | None = None, limit: int | None = None) -> list[Message]:
+        """The kept messages, oldest first, each with its ``id``.
+
+        Args:
+            since: Only those after this id (``None``: from the oldest kept).
+            limit: At most this many: the first ones after ``since``, or, without
+                ``since``, the latest ones.
+
+        Raises:
+            HistoryGap: ``since`` is older than what the room keeps, or unknown to it.
+            BroadcastError: The backend cannot be reached.
+            ValueError: The room keeps no history, or ``limit`` is below 1.
+        """
+        config = self.config
+        if not config.keeps_history:
+            raise ValueError(
+                f"room {self.name!r} keeps no history: give it RoomConfig(history_size=...)"
+            )
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"limit must be None or an int of at least 1, not {limit!r}")
+        if since is not None:
+            parse_id(since)
+        oldest, last, entries = await self.hub._backend.read_history(self, since, limit, config)
+        if since is not None:
+            check_since(since, oldest, last)
+        return [Message(self.channel, data, i, is_json) for i, data, is_json in entries]
+
+    async def presence(self) -> dict[str, int]:
+        """Who is in the room, over every worker: key -> number of connections.
+
+        Raises:
+            BroadcastError: The backend cannot be reached.
+            ValueError: The room has no presence.
+        """
+        self._require_presence()
+        return await self.hub._sync_presence(self.name)
+
+    @asynccontextmanager
+    async def watch_presence(self) -> AsyncIterator[PresenceWatch]:
+        """The room's :class:`PresenceChange` events, for the ``async with`` block.
+
+        Every change of a key's connections over every worker comes, in order, including
+        the leaves of a worker that died (within ``presence_ttl``). Watch first, then read
+        :meth:`presence`: the changes that follow apply to that snapshot.
+
+        Raises:
+            ValueError: The room has no presence.
+        """
+        self._require_presence()
+        self.hub._watched[self.name] += 1
+        try:
+            async with self.hub.subscribe(self.presence_channel) as subscription:
+                yield PresenceWatch(subscription)
+        finally:
+            self.hub._watched[self.name] -= 1
+            if not self.hub._watched[self.name]:
+                del self.hub._watched[self.name]
+
+    def _require_presence(self) -> None:
+        if not self.config.presence:
+            raise ValueError(
+                f"room {self.name!r} has no presence: give it RoomConfig(presence=True)"
+            )
+
+
+def _milliseconds(seconds: float | None) -> str:
+    return "" if seconds is None else str(max(1, round(seconds * 1000)))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _dumps(data: Any) -> str:
