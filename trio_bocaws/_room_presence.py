@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
-    from ._broadcast import Subscription
     from ._websocket import WebSocket
 
 __all__ = ["PresenceChange", "PresenceWatch"]
@@ -42,10 +41,17 @@ class PresenceChange:
     joined: bool
 
 
+class _Messages(Protocol):
+    """What a watch reads from: a room's subscription (``_broadcast.Subscription``), named
+    by what it does so that this module does not import the hub that imports it."""
+
+    async def receive(self) -> Any: ...
+
+
 class PresenceWatch:
     """The presence changes of one room, in order; ``async for`` them."""
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: _Messages) -> None:
         self._subscription = subscription
 
     async def receive(self) -> PresenceChange:
