@@ -85,6 +85,8 @@ nitpick_ignore = [
     # Private types in the fields of attrs classes (AppConfig converts strings to
     # OriginPattern; WebSocketRoute's constructor is internal, see WebSocketRoute.create).
     ("py:class", "trio_bocaws._origins.OriginPattern"),
+    # What a PresenceWatch reads from (a room's subscription); rooms make watches, users do not.
+    ("py:class", "trio_bocaws._room_presence._Messages"),
     ("py:class", "trio_bocaws._routing._QueryParameter"),
     ("py:class", "re.Pattern"),
     # Subscription's constructor takes the hub's private receiver (see Broadcast.subscribe).

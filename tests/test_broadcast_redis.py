@@ -338,7 +338,7 @@ def test_the_timeouts_are_positive_numbers() -> None:
     for name in ("publish_timeout", "connect_timeout", "keepalive_interval"):
         for wrong in (0, -1, "5", True):
             with pytest.raises(ValueError, match=f"{name} must be a number above 0, not"):
-                BroadcastConfig(**{name: wrong})
+                BroadcastConfig(**{name: wrong})  # type: ignore[arg-type]
     assert BroadcastConfig().publish_timeout == 5.0
 
 

@@ -228,7 +228,7 @@ async def test_resume_over_a_real_server_while_publishing(url: str) -> None:
                 async def resume(position: int) -> None:
                     url = f"{base}?user=u{position}&since={ids[position]}"
                     async with open_websocket(url) as client:
-                        got = []
+                        got: list[Any] = []
                         while len(got) < 39 - position:
                             message = await receive_json(client)
                             if "message" in message:

@@ -102,7 +102,7 @@ async def test_presence_across_two_worker_processes(url: str) -> None:
                         assert await room.presence() == {"ada": 2, "bob": 1}
                         assert room.members == 0
                         await bob.aclose()
-                        seen = []
+                        seen: list[PresenceChange] = []
                         while not seen or seen[-1] != PresenceChange("bob", 0, False):
                             seen.append(await changes.receive())
                         assert await room.presence() == {"ada": 2}
@@ -131,7 +131,7 @@ async def test_a_killed_workers_presence_expires_and_others_see_the_leave(url: s
 
 async def test_history_after_a_worker_restarts(url: str) -> None:
     with trio.fail_after(TIMEOUT):
-        ids = []
+        ids: list[str] = []
         async with worker(url) as first, member(first, "user=ada") as ada:
             for number in range(5):
                 await ada.send_message(f"m{number}")
