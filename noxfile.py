@@ -109,6 +109,7 @@ def lint(session: nox.Session) -> None:
         "trio_bocaws_pytest.py",
         "reliability/autobahn/run.py",
         "reliability/autobahn/echo_app.py",
+        "reliability/fuzz",
         "tests",
         "examples",
         "docs/snippets",

@@ -99,7 +99,7 @@ def read_data(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
         try:
             await original(self)
         except Exception:
-            await _last_words(self)
+            await _last_words(self)  # noqa: ASYNC120 (shielded and bounded inside)
             raise
 
     return _read_data
