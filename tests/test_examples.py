@@ -36,7 +36,7 @@ async def test_echo(serve: Serve) -> None:
 async def _said(client: Any, count: int) -> list[tuple[str, str]]:
     """The next ``count`` things said in the room, as (user, text), skipping who comes and
     goes; each must carry its id."""
-    said = []
+    said: list[tuple[str, str]] = []
     while len(said) < count:
         message = await _json(client)
         if "id" in message:
@@ -46,7 +46,7 @@ async def _said(client: Any, count: int) -> list[tuple[str, str]]:
 
 
 async def _said_with_ids(client: Any, count: int) -> list[tuple[str, str]]:
-    said = []
+    said: list[tuple[str, str]] = []
     while len(said) < count:
         message = await _json(client)
         if "id" in message:
