@@ -69,11 +69,11 @@ async def who_is_here(
     ws: WebSocket, members: Room, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Send who is in the room, then each first arrival and each last departure."""
-    with contextlib.suppress(WebSocketDisconnect, WebSocketStateError):  # nobody to tell
-        async with members.watch_presence() as changes:  # watch, then read: none missed
-            here = await members.presence()
-            await ws.send({"here": here})
-            task_status.started()
+    async with members.watch_presence() as changes:  # watch, then read: none missed
+        here = await members.presence()
+        await ws.send({"here": here})
+        task_status.started()  # a failure before this is the view's own
+        with contextlib.suppress(WebSocketDisconnect, WebSocketStateError):  # nobody to tell
             async for change in changes:
                 before = here.get(change.key, 0)
                 here[change.key] = change.connections
