@@ -459,21 +459,23 @@ class WebSocket(Connection):
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
-        # Caught close codes end the iteration.
-        try:
-            return self._decode(await self._receive_message())
-        except WebSocketDisconnect as exc:
-            if exc.code in self._config.caught_close_codes:
-                raise StopAsyncIteration from None
-            raise
+    def __anext__(self) -> Awaitable[Any]:
+        # A plain method returning the receive's coroutine, not a coroutine of its own: an
+        # idle connection waits in `async for`, and every frame on that stack stays
+        # allocated for the connection's life (about 220 bytes each).
+        return self._receive_message(iterating=True)
 
-    async def _receive_message(self) -> Event:
+    async def _receive_message(self, *, iterating: bool = False) -> Any:
+        """The next ``websocket.receive`` event, or (``iterating``) the next decoded message,
+        with ``StopAsyncIteration`` for a caught close code."""
         status = self._status
         if self._state is not WebSocketState.CONNECTED or (
             status is not None and status.close is not None
         ):
-            await self._before_receive()
+            try:
+                await self._before_receive()
+            except WebSocketDisconnect as exc:
+                raise self._ended(exc, iterating) from None
         if self._receiving:
             raise trio.BusyResourceError(
                 "another task is already receiving on this WebSocket; "
@@ -493,8 +495,14 @@ class WebSocket(Connection):
             lifetime = self._lifetime
             if lifetime is not None:
                 lifetime.message_received()
-            return event
-        raise self._disconnect_event(event)
+            return self._decode(event) if iterating else event
+        raise self._ended(self._disconnect_event(event), iterating)
+
+    def _ended(self, disconnect: WebSocketDisconnect, iterating: bool) -> Exception:
+        # A caught close code ends `async for` quietly.
+        if iterating and disconnect.code in self._config.caught_close_codes:
+            return StopAsyncIteration()
+        return disconnect
 
     async def _before_receive(self) -> None:
         state = self._sync()
