@@ -422,7 +422,8 @@ class WebSocket(Connection):
             WebSocketDisconnect: The client has gone (the ``websocket.disconnect`` event is
                 turned into this, with its code and reason).
         """
-        return await self._receive_message()
+        event: Event = await self._receive_message()
+        return event
 
     async def receive_text(self) -> str:
         """Receive a text message.
