@@ -16,7 +16,7 @@ that does not, see :mod:`trio_bocaws._reader`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,19 +36,17 @@ from ._codecs import (
 from ._config import WebSocketConfig
 from ._connection import Connection
 from ._errors import WebSocketDisconnect, WebSocketStateError
+from ._handshake import Handshake
 from ._lifetime import Lifetime
 from ._reader import Reader
-from ._refusal import Refusal, refusal_events
 from ._state import Transition, WebSocketState, next_state
 from ._stream_status import StreamStatus, stream_status_of
 from ._typed import codec_for
 from ._validation import (
     HeadersLike,
-    validate_accept_headers,
     validate_close_code,
     validate_close_reason,
     validate_reject_status,
-    validate_subprotocol,
 )
 
 if TYPE_CHECKING:
@@ -96,11 +94,10 @@ class WebSocket(Connection):
     """
 
     __slots__ = (
-        "_answering",
         "_decode",
         "_disconnect_read",
         "_encode",
-        "_got_connect",
+        "_handshake",
         "_lifetime",
         "_peer_close",
         "_reader",
@@ -161,9 +158,9 @@ class WebSocket(Connection):
         self._peer_close: tuple[int, str] | None = None
         # The server's report on the stream, if it gives one (None: see _reader.py).
         self._status: StreamStatus | None = stream_status_of(scope)
-        self._got_connect = False  # the "websocket.connect" event was taken
         self._disconnect_read = False  # the "websocket.disconnect" event was taken
-        self._answering: trio.Event | None = None  # set while a task answers the handshake
+        # Until the handshake is answered (None after: an idle connection does not keep it).
+        self._handshake: Handshake | None = Handshake(scope, receive, send)
         self._subprotocol: str | None = None
         self._receiving = False  # a task is inside receive()
         self._sends_in_a_row = 0  # since the last message received (servers without status)
@@ -259,32 +256,24 @@ class WebSocket(Connection):
 
     # -- The handshake -----------------------------------------------------------------
 
-    async def _receive_connect(self) -> None:
-        # ASGI opens every WebSocket with "websocket.connect"; take it before answering.
-        if not self._got_connect:
-            event = await self._receive()
-            self._got_connect = True
-            if event["type"] != "websocket.connect":
-                raise self._disconnect_event(event)
-
-    @contextlib.asynccontextmanager
-    async def _answering_handshake(self, transition: Transition) -> Any:
-        # Only one task answers; another task's auto-accept waits for its outcome instead
-        # of sending a second answer (which hypercorn refuses).
-        if self._answering is not None:
-            raise WebSocketStateError(
-                f"cannot {transition.value}: another task is answering the handshake"
-            )
+    def _check_handshake(self, transition: Transition) -> Handshake:
         self._check(transition)
-        self._answering = answering = trio.Event()
+        handshake = self._handshake
+        assert handshake is not None  # (kept while the state is CONNECTING)
+        return handshake
+
+    async def _answer(self, transition: Transition, messages: Sequence[Event]) -> None:
+        """Answer the handshake with ``messages``; the state moves on once they went out."""
+        handshake = self._check_handshake(transition)
         try:
-            await self._receive_connect()
-            yield
-            if self._state is WebSocketState.CONNECTING:  # (the client may have left since)
-                self._state = next_state(self._state, transition)
-        finally:
-            self._answering = None
-            answering.set()
+            gone = await handshake.answer(messages, transition.value)
+        except OSError as exc:
+            raise self._lost() from exc
+        if gone is not None:
+            raise self._disconnect_event(gone)
+        if self._state is WebSocketState.CONNECTING:  # (the client may have left since)
+            self._state = next_state(self._state, transition)
+        self._handshake = None
 
     async def accept(
         self,
@@ -304,15 +293,10 @@ class WebSocket(Connection):
             WebSocketStateError: The connection was already accepted, rejected or closed.
             WebSocketDisconnect: The client left before the handshake was answered.
         """
-        self._check(Transition.ACCEPT)
-        chosen = validate_subprotocol(subprotocol, self.subprotocols)
-        extra = validate_accept_headers(headers)
-        message: Event = {"type": "websocket.accept", "subprotocol": chosen}
-        if extra:
-            message["headers"] = extra
-        async with self._answering_handshake(Transition.ACCEPT):
-            await self._send_or_lost(message)
-        self._subprotocol = chosen
+        handshake = self._check_handshake(Transition.ACCEPT)
+        message = handshake.acceptance(subprotocol, headers)
+        await self._answer(Transition.ACCEPT, [message])
+        self._subprotocol = message["subprotocol"]
 
     async def reject(
         self,
@@ -336,16 +320,13 @@ class WebSocket(Connection):
         if self._sync() is WebSocketState.CONNECTED:
             await self.close(1008)
             return
-        self._check(Transition.REJECT)
-        events = refusal_events(self._scope, Refusal(status, body, headers))
-        async with self._answering_handshake(Transition.REJECT):
-            for event in events:
-                await self._send_or_lost(event)
+        handshake = self._check_handshake(Transition.REJECT)
+        await self._answer(Transition.REJECT, handshake.refusal(status, body, headers))
 
     async def _auto_accept(self, action: Transition) -> None:
         if not self._config.auto_accept:
             self._check(action)  # raises: the application must accept first
-        answering = self._answering
+        answering = None if self._handshake is None else self._handshake.answering
         if answering is None:
             await self.accept()
             return
