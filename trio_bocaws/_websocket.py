@@ -1,9 +1,10 @@
 """The WebSocket class: Bocadillo's API over an ASGI connection, Trio-native.
 
-The class is the seed's API over three small pieces: the state machine
-(:mod:`trio_bocaws._state`), the codecs (:mod:`trio_bocaws._codecs`) and the block's
-lifetime (:mod:`trio_bocaws._lifetime`). Each method checks the state, awaits the server's
-``receive`` or ``send``, and records the transition.
+The class is the seed's API over small pieces: the state and the ASGI stream (its base,
+:mod:`trio_bocaws._stream`, over the transition table of :mod:`trio_bocaws._state`), the
+handshake's answer (:mod:`trio_bocaws._handshake`), the codecs (:mod:`trio_bocaws._codecs`)
+and the block's lifetime (:mod:`trio_bocaws._lifetime`). Each method checks the state,
+awaits the server's ``receive`` or ``send``, and records the transition.
 
 Honest at every call: with a server that reports how its stream ended
 (:mod:`trio_bocaws._stream_status`, as trio_bocaws's hypercorn adapter does), :attr:`state`
@@ -34,13 +35,11 @@ from ._codecs import (
     text_of,
 )
 from ._config import WebSocketConfig
-from ._connection import Connection
 from ._errors import WebSocketDisconnect, WebSocketStateError
 from ._handshake import Handshake
 from ._lifetime import Lifetime
-from ._reader import Reader
 from ._state import Transition, WebSocketState, next_state
-from ._stream_status import StreamStatus, stream_status_of
+from ._stream import Stream
 from ._typed import codec_for
 from ._validation import (
     HeadersLike,
@@ -62,7 +61,7 @@ Send = Callable[[Any], Awaitable[None]]
 _DEFAULT_CONFIG: Final = WebSocketConfig()
 
 
-class WebSocket(Connection):
+class WebSocket(Stream):
     """A WebSocket connection, as in Bocadillo, for Trio.
 
     Args:
@@ -93,23 +92,7 @@ class WebSocket(Connection):
     the block quietly.
     """
 
-    __slots__ = (
-        "_decode",
-        "_disconnect_read",
-        "_encode",
-        "_handshake",
-        "_lifetime",
-        "_peer_close",
-        "_reader",
-        "_receive",
-        "_receiving",
-        "_send",
-        "_sends_in_a_row",
-        "_state",
-        "_status",
-        "_subprotocol",
-        "_user",
-    )
+    __slots__ = ("_encode", "_handshake", "_subprotocol", "_user")
 
     def __init__(
         self,
@@ -139,33 +122,21 @@ class WebSocket(Connection):
             send_type=send_type,
             caught_close_codes=caught_close_codes,
         )
-        super().__init__(scope, config)
-        self._receive = receive
-        self._send = send
         receive_type, send_type = config.receive_type, config.send_type
         # A str is one of the four value types; anything else is typed messages (validated
         # by the config), whose codec is built once per type and shared.
         if type(receive_type) is str:
-            self._decode = DECODERS[receive_type]
+            decode = DECODERS[receive_type]
         else:
-            self._decode = codec_for(receive_type, config.converter).decode
+            decode = codec_for(receive_type, config.converter).decode
+        super().__init__(scope, config, receive, send, decode)
         if type(send_type) is str:
             self._encode = ENCODERS[send_type]
         else:
             self._encode = codec_for(send_type, config.converter).encode
-        self._state = WebSocketState.CONNECTING
-        # The client's close code and reason, once known.
-        self._peer_close: tuple[int, str] | None = None
-        # The server's report on the stream, if it gives one (None: see _reader.py).
-        self._status: StreamStatus | None = stream_status_of(scope)
-        self._disconnect_read = False  # the "websocket.disconnect" event was taken
         # Until the handshake is answered (None after: an idle connection does not keep it).
         self._handshake: Handshake | None = Handshake(scope, receive, send)
         self._subprotocol: str | None = None
-        self._receiving = False  # a task is inside receive()
-        self._sends_in_a_row = 0  # since the last message received (servers without status)
-        self._lifetime: Lifetime | None = None  # inside `async with`
-        self._reader: Reader | None = None  # made when first needed (servers without status)
         self._user: Any = None
 
     @classmethod
@@ -209,50 +180,6 @@ class WebSocket(Connection):
     def __repr__(self) -> str:
         path = self._scope.get("path", "?")
         return f"<WebSocket {path!r} {self._state.value}>"
-
-    # -- State -------------------------------------------------------------------------
-
-    def _sync(self) -> WebSocketState:
-        """The state, after taking in what the server reports about the stream."""
-        status = self._status
-        if status is not None and self._peer_close is None and status.close is not None:
-            self._peer_closed(status.close)
-        return self._state
-
-    def _check(self, transition: Transition) -> WebSocketState:
-        """Raise unless ``transition`` is allowed now; return where it leads."""
-        return next_state(self._sync(), transition, self._peer_close)
-
-    def _peer_closed(self, close: tuple[int, str]) -> WebSocketDisconnect:
-        self._peer_close = close
-        self._state = next_state(self._state, Transition.PEER_CLOSE)
-        return WebSocketDisconnect(*close)
-
-    def _disconnect_event(self, event: Event) -> WebSocketDisconnect:
-        """Take in the ``websocket.disconnect`` event that receive() got."""
-        if event["type"] != "websocket.disconnect":
-            raise WebSocketStateError(f"unexpected ASGI event {event['type']!r} from the server")
-        self._disconnect_read = True
-        return self._disconnect_seen(event)
-
-    def _disconnect_seen(self, event: Event) -> WebSocketDisconnect:
-        """Take in the client's close from a disconnect event (the reader's, still to be
-        received after the messages before it, or receive()'s own)."""
-        code = event.get("code")
-        return self._peer_closed((1005 if code is None else int(code), event.get("reason") or ""))
-
-    async def _send_or_lost(self, message: Event) -> None:
-        try:
-            await self._send(message)
-        except OSError as exc:
-            raise self._lost() from exc
-
-    def _lost(self) -> WebSocketDisconnect:
-        # ASGI 2.4: a server raises OSError for a send on a connection that is gone. The
-        # stream status, if any, has the client's code; else the connection was lost.
-        status = self._status
-        close = status.close if status is not None else None
-        return self._peer_closed(close or self._peer_close or (1006, ""))
 
     # -- The handshake -----------------------------------------------------------------
 
@@ -447,45 +374,6 @@ class WebSocket(Connection):
         # allocated for the connection's life (about 220 bytes each).
         return self._receive_message(iterating=True)
 
-    async def _receive_message(self, *, iterating: bool = False) -> Any:
-        """The next ``websocket.receive`` event, or (``iterating``) the next decoded message,
-        with ``StopAsyncIteration`` for a caught close code."""
-        status = self._status
-        if self._state is not WebSocketState.CONNECTED or (
-            status is not None and status.close is not None
-        ):
-            try:
-                await self._before_receive()
-            except WebSocketDisconnect as exc:
-                raise self._ended(exc, iterating) from None
-        if self._receiving:
-            raise trio.BusyResourceError(
-                "another task is already receiving on this WebSocket; "
-                "receive from one task and pass messages on"
-            )
-        self._receiving = True
-        try:
-            reader = self._reader
-            if reader is None or not reader.holds_events:
-                event: Event = await self._receive()
-            else:
-                event = await self._read_from(reader)
-        finally:
-            self._receiving = False
-        if event["type"] == "websocket.receive":
-            self._sends_in_a_row = 0
-            lifetime = self._lifetime
-            if lifetime is not None:
-                lifetime.message_received()
-            return self._decode(event) if iterating else event
-        raise self._ended(self._disconnect_event(event), iterating)
-
-    def _ended(self, disconnect: WebSocketDisconnect, iterating: bool) -> Exception:
-        # A caught close code ends `async for` quietly.
-        if iterating and disconnect.code in self._config.caught_close_codes:
-            return StopAsyncIteration()
-        return disconnect
-
     async def _before_receive(self) -> None:
         state = self._sync()
         if state is WebSocketState.CONNECTING:
@@ -493,12 +381,6 @@ class WebSocket(Connection):
         elif state is not WebSocketState.DISCONNECTED or self._disconnect_read:
             self._check(Transition.RECEIVE)  # raises
         # Else the client has gone, and what it sent before is still to be received.
-
-    async def _read_from(self, reader: Reader) -> Event:
-        try:
-            return await reader.get()
-        except Exception as exc:
-            raise WebSocketStateError("the server's receive() failed") from exc
 
     # -- Sending -----------------------------------------------------------------------
 
@@ -565,15 +447,6 @@ class WebSocket(Connection):
         else:
             await self._send_message(encode(message))
 
-    async def _send_message(self, message: Event) -> None:
-        status = self._status
-        if self._state is not WebSocketState.CONNECTED or status is None or status.close:
-            await self._before_send()
-        try:
-            await self._send(message)
-        except OSError as exc:
-            raise self._lost() from exc
-
     async def _before_send(self) -> None:
         state = self._sync()
         if state is WebSocketState.CONNECTING:
@@ -582,25 +455,6 @@ class WebSocket(Connection):
             self._check(Transition.SEND)  # raises
         if self._status is None:
             await self._before_unreported_send()
-
-    async def _before_unreported_send(self) -> None:
-        # The server does not report closes (see _reader.py). From the second send in a
-        # row: a checkpoint, since such a server may drop a send without one and a loop
-        # that only sends would starve every other task; and inside `async with`, a
-        # reader, so that the disconnect is seen.
-        self._sends_in_a_row += 1
-        if self._sends_in_a_row < 2:
-            return
-        lifetime = self._lifetime
-        if lifetime is not None and not self._receiving:
-            reader = self._reader
-            if reader is None:
-                self._reader = reader = Reader(
-                    self._receive, self._config.max_buffered_messages, self._disconnect_seen
-                )
-            reader.start(lifetime.nursery)
-        await trio.lowlevel.checkpoint()
-        self._check(Transition.SEND)  # the client may have gone meanwhile
 
     # -- The connection's block: async with ---------------------------------------------
 
