@@ -26,6 +26,7 @@ from ._errors import (
     WebSocketStateError,
     leaves,
 )
+from ._hints import running_under_trio, wrong_server_message
 from ._origins import OriginPattern, origin_allowed, parse_origins
 from ._refusal import Refusal, send_refusal
 from ._routing import APP_DEFAULT, Authenticate, ParameterError, Router, View, WebSocketRoute
@@ -336,6 +337,10 @@ class App:
             # The connection is served in this frame rather than in helper coroutines:
             # every frame on the stack while a view waits stays allocated for the
             # connection's life, and idle connections are what a server holds most of.
+            if self._nursery is None and not running_under_trio():
+                # No lifespan ran (uvicorn --lifespan off, say), so nothing said it yet.
+                await _refuse_wrong_server(scope, send)
+                return
             route, arguments = self._admit(scope)
             if route is None:
                 await send_refusal(scope, receive, send, arguments)
@@ -364,7 +369,7 @@ class App:
         elif scope["type"] == "http":
             await self._http_app(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
 
     def _admit(self, scope: Mapping[str, Any]) -> tuple[WebSocketRoute | None, Any]:
         """Decide, from the scope alone, whether a handshake may reach a view: its route
@@ -468,9 +473,14 @@ class App:
         if cancelled is not None:
             raise cancelled
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
+            return
+        if not running_under_trio():
+            # Before anything of Trio's runs: under asyncio it fails in its own words.
+            # The server reports the message (so it is not logged here as well).
+            await send({"type": "lifespan.startup.failed", "message": wrong_server_message()})
             return
         started = False
         failed: str | None = None
@@ -542,6 +552,28 @@ async def _refuse(ws: WebSocket, status: int, body: str | bytes, headers: Any = 
 
 
 _RETRY: Final = (("retry-after", "5"),)
+
+
+async def _refuse_wrong_server(scope: Mapping[str, Any], send: Send) -> None:
+    """Refuse a handshake on a server that is not Trio's, with the message that says
+    which command to run instead (no Trio call: none works here)."""
+    wrong = wrong_server_message()
+    logger.error("%s", wrong)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = wrong.encode()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1011})
 
 
 def _origin_of(scope: Mapping[str, Any]) -> str | None:
