@@ -122,7 +122,8 @@ class App:
 
     Args:
         http_app: An ASGI app for plain HTTP requests (the page that opens the socket,
-            say). Without one, HTTP requests get a 404.
+            say). Without one, HTTP requests get a 404; a plain HTTP request to a
+            WebSocket route's path gets 426 Upgrade Required where this app answers 404.
         config: App-wide settings, :class:`AppConfig`.
         authenticate: A hook run before every view (routes may replace it): called with
             the :class:`~trio_bocaws.WebSocket` before the handshake is answered, sync or
@@ -367,7 +368,10 @@ class App:
             finally:
                 self._connections -= 1
         elif scope["type"] == "http":
-            await self._http_app(scope, receive, send)
+            if self._router.match(_route_path(scope)) is None:
+                await self._http_app(scope, receive, send)
+            else:
+                await self._http_to_websocket_route(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
 
@@ -379,10 +383,7 @@ class App:
         if cap is not None and self._connections >= cap:
             logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
             return None, Refusal(503, "the server is at capacity; try again later", _RETRY)
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :] or "/"
+        path = _route_path(scope)
         origin = _origin_of(scope)
         if not origin_allowed(origin, scope, config.allowed_origins, config.allow_missing_origin):
             if origin is None:
@@ -410,6 +411,24 @@ class App:
             return route, route.arguments(scope, raw_params)
         except ParameterError as exc:
             return None, Refusal(400, str(exc))
+
+    async def _http_to_websocket_route(
+        self, scope: Mapping[str, Any], receive: Receive, send: Send
+    ) -> None:
+        """A plain HTTP request to a WebSocket route's path: the wrapped HTTP app keeps
+        the path if it serves it; where it answers 404, the client gets 426 Upgrade
+        Required, which says what the path is for."""
+        upgrade = False
+
+        async def send_or_upgrade(message: Mapping[str, Any]) -> None:
+            nonlocal upgrade
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                upgrade = True
+                await _upgrade_required(scope, send)
+            elif not upgrade:  # the 404's body is dropped: the 426 has its own
+                await send(message)
+
+        await self._http_app(scope, receive, send_or_upgrade)
 
     async def _authenticated(self, ws: WebSocket, route: WebSocketRoute) -> bool:
         """Run the route's hook (or the app's); attach what it returns to ``ws``, or refuse
@@ -552,6 +571,31 @@ async def _refuse(ws: WebSocket, status: int, body: str | bytes, headers: Any = 
 
 
 _RETRY: Final = (("retry-after", "5"),)
+
+
+def _route_path(scope: Mapping[str, Any]) -> str:
+    """The path the routes see: the scope's, without the root path a proxy adds."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+async def _upgrade_required(scope: Mapping[str, Any], send: Send) -> None:
+    body = (
+        f"{_route_path(scope)} is a WebSocket route: connect to it with a WebSocket client "
+        "(ws:// or wss://), not a plain HTTP request\n"
+    ).encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if scope.get("http_version") in ("1.0", "1.1"):
+        # Connection-specific headers, which HTTP/2 forbids (its WebSockets are streams).
+        headers += [(b"upgrade", b"websocket"), (b"connection", b"upgrade")]
+    await send({"type": "http.response.start", "status": 426, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _refuse_wrong_server(scope: Mapping[str, Any], send: Send) -> None:
