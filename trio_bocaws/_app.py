@@ -7,7 +7,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import attrs
 import cattrs
@@ -26,7 +26,7 @@ from ._errors import (
     WebSocketStateError,
     leaves,
 )
-from ._hints import running_under_trio, wrong_server_message
+from ._hints import asyncio_hint, running_under_trio, wrong_server_message
 from ._origins import OriginPattern, origin_allowed, parse_origins
 from ._refusal import Refusal, send_refusal
 from ._routing import APP_DEFAULT, Authenticate, ParameterError, Router, View, WebSocketRoute
@@ -212,9 +212,22 @@ class App:
         """
         if self._nursery is None:
             raise WebSocketStateError(
-                "app.nursery exists only between startup and shutdown (while the server runs)"
+                "app.nursery exists only between startup and shutdown (while the server "
+                "runs; in tests, `async with TestClient(app)` runs the startup)"
             )
         return self._nursery
+
+    if not TYPE_CHECKING:  # for mypy, App has the attributes it declares and no others
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached for attributes App lacks: a Starlette or Flask habit, say.
+            if name in _HTTP_ROUTING:
+                raise AttributeError(
+                    f"'App' object has no attribute {name!r}: an App routes WebSockets only "
+                    "(@app.websocket_route); serve HTTP with another ASGI app (Starlette, "
+                    "Quart-trio, HTMLPage...) given as App(http_app)"
+                )
+            raise AttributeError(f"'App' object has no attribute {name!r}")
 
     # -- Registering -----------------------------------------------------------------------
 
@@ -275,7 +288,19 @@ class App:
         authenticate: Any = APP_DEFAULT,
         config: WebSocketConfig | None = None,
     ) -> Callable[[V], V]:
-        """Decorator form of :meth:`add_websocket_route`; returns the view unchanged."""
+        """Decorator form of :meth:`add_websocket_route`; returns the view unchanged.
+
+        Raises:
+            TypeError: Used without parentheses and a pattern (``@app.websocket_route``).
+        """
+        given: object = pattern  # typed str; the mistake passes the view
+        if not isinstance(given, str) and callable(given):
+            # `@app.websocket_route` alone would register nothing and hide the view.
+            name = getattr(given, "__name__", "view")
+            raise TypeError(
+                f"@app.websocket_route needs the route's path: write "
+                f'@app.websocket_route("/{name}") above `async def {name}`, with parentheses'
+            )
 
         def register(view: V) -> V:
             self.add_websocket_route(
@@ -481,10 +506,12 @@ class App:
                     f": {error.reason}" if error.reason else "",
                 )
             elif isinstance(error, Exception):
+                hint = asyncio_hint(error)
                 logger.error(
-                    "WebSocket view %s for %r raised",
+                    "WebSocket view %s for %r raised%s",
                     name,
                     route.pattern,
+                    f"; {hint}" if hint else "",
                     exc_info=(type(error), error, error.__traceback__),
                 )
             else:
@@ -571,6 +598,11 @@ async def _refuse(ws: WebSocket, status: int, body: str | bytes, headers: Any = 
 
 
 _RETRY: Final = (("retry-after", "5"),)
+
+# What HTTP frameworks call their routing methods.
+_HTTP_ROUTING: Final = frozenset(
+    {"route", "get", "post", "put", "patch", "delete", "add_route", "api_route", "mount"}
+)
 
 
 def _route_path(scope: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import types
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn
@@ -23,6 +24,7 @@ import trio
 from hypercorn.utils import LifespanFailureError
 
 from ._gc import DEFAULT_FULL_THRESHOLD
+from ._hints import missing_attribute_hint, not_an_asgi_app, path_hint
 from ._serve import LOG_LEVELS, ServerConfig, run_until_signalled
 from ._terminal import announce, configure_logging, exit_now
 
@@ -119,7 +121,10 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
     module_name, _, attribute = path.partition(":")
     attribute = attribute or "app"
     if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
-        raise UsageError(f"app must be given as module:attribute, not {path!r}")
+        raise UsageError(
+            f"app must be given as module:attribute, not {path!r}"
+            + path_hint(module_name, attribute)
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -128,17 +133,29 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
         if exc.name is not None and module_name.startswith(exc.name):
             raise UsageError(
                 f"cannot import {module_name!r}: no module named {exc.name!r}"
+                + path_hint(module_name, attribute)
             ) from None
         raise  # a module it imports is missing: the user's traceback says more
-    app = module
+    app: Any = module
     for name in attribute.split("."):
         try:
             app = getattr(app, name)
         except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+            raise UsageError(
+                f"module {module_name!r} has no attribute {attribute!r}"
+                + missing_attribute_hint(module, module_name, attribute)
+            ) from None
+    if isinstance(app, types.ModuleType):
+        raise UsageError(
+            f"{path!r} is a module, not an ASGI app (did you mean {app.__name__}:app?)"
+        )
     if not callable(app):
         raise UsageError(f"{path!r} is not an ASGI app (not callable)")
-    return app
+    refusal = not_an_asgi_app(path, app, module, module_name)
+    if refusal is not None:
+        raise UsageError(refusal)
+    loaded: Callable[..., Awaitable[None]] = app
+    return loaded
 
 
 def _version() -> str:

@@ -6,14 +6,25 @@ wording lives in one place.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import re
 import sys
 from collections.abc import Sequence
-from typing import Final
+from types import ModuleType
+from typing import Any, Final
 
 import trio
 
-__all__ = ["asyncio_hint", "running_under_trio", "wrong_server_message"]
+__all__ = [
+    "apps_in",
+    "asyncio_hint",
+    "missing_attribute_hint",
+    "not_an_asgi_app",
+    "path_hint",
+    "running_under_trio",
+    "wrong_server_message",
+]
 
 # `module:attribute` as the command lines take it (hypercorn, uvicorn, ours).
 _APP_PATH: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -48,3 +59,65 @@ def asyncio_hint(error: BaseException) -> str | None:
             "use trio.sleep() and Trio's APIs (or an anyio-based library), not asyncio's"
         )
     return None
+
+
+def path_hint(module_name: str, attribute: str) -> str:
+    """ "did you mean ...?" for an app path written as a file (``echo.py:app``,
+    ``examples/echo.py:app``), or ``""``."""
+    stem = module_name.removesuffix(".py").replace("\\", "/").strip("/").replace("/", ".")
+    if stem != module_name and all(part.isidentifier() for part in stem.split(".")):
+        return f" (did you mean {stem}:{attribute}? the app is given as module:attribute)"
+    return ""
+
+
+def apps_in(module: ModuleType) -> list[str]:
+    """The names of the trio_bocaws Apps a module holds."""
+    # By the class's name, not isinstance: _app imports this module.
+    return [
+        name
+        for name, value in vars(module).items()
+        if any(
+            (kind.__module__, kind.__qualname__) == ("trio_bocaws._app", "App")
+            for kind in type(value).__mro__
+        )
+    ]
+
+
+def missing_attribute_hint(module: ModuleType, module_name: str, attribute: str) -> str:
+    """ "did you mean ...?" for an attribute a module lacks: a submodule of that name
+    that holds it (``chat:app`` for ``chat/app.py``), or the module's Apps."""
+    if hasattr(module, "__path__"):  # a package
+        submodule = f"{module_name}.{attribute}"
+        try:
+            found = importlib.util.find_spec(submodule) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return f" (did you mean {submodule}:app? {module_name!r} is a package)"
+    names = apps_in(module)
+    if names:
+        return " (did you mean " + " or ".join(f"{module_name}:{n}" for n in names) + "?)"
+    return ""
+
+
+def not_an_asgi_app(path: str, app: Any, module: ModuleType, module_name: str) -> str | None:
+    """Why ``app`` cannot be an ASGI app (it cannot take scope, receive and send), with
+    the fix; ``None`` when it can."""
+    try:
+        inspect.signature(app).bind(None, None, None)
+    except TypeError:
+        pass
+    except ValueError:  # no signature to read (a builtin): let the server find out
+        return None
+    else:
+        return None
+    names = apps_in(module)
+    fix = (
+        "serve the App it is registered on: " + " or ".join(f"{module_name}:{n}" for n in names)
+        if names
+        else "serve the App, as module:attribute"
+    )
+    return (
+        f"{path!r} is not an ASGI app (it cannot take scope, receive and send); "
+        f"a WebSocket view? {fix}"
+    )
