@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_app(path: str) -> Callable[..., Awaitable[None]]:
+def load_app(path: str, *, check_asgi: bool = True) -> Callable[..., Awaitable[None]]:
     """Import ``module:attribute`` (the working directory is importable, as for hypercorn).
 
     Raises:
@@ -151,7 +151,7 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
         )
     if not callable(app):
         raise UsageError(f"{path!r} is not an ASGI app (not callable)")
-    refusal = not_an_asgi_app(path, app, module, module_name)
+    refusal = not_an_asgi_app(path, app, module, module_name) if check_asgi else None
     if refusal is not None:
         raise UsageError(refusal)
     loaded: Callable[..., Awaitable[None]] = app
@@ -227,7 +227,7 @@ def _print_asyncapi(argv: Sequence[str]) -> int:
     parser.add_argument("--description", help="a description of the API")
     try:
         arguments = parser.parse_args(argv)
-        app = load_app(arguments.app)
+        app = load_app(arguments.app, check_asgi=False)
         describe = getattr(app, "asyncapi", None)
         if not callable(describe):
             raise UsageError(f"{arguments.app!r} is not a trio_bocaws App")
