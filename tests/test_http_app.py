@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
 import trio
 
 from trio_bocaws import App, AsyncAPIConfig, HTMLPage, WebSocket
+from trio_bocaws.testing import TestClient
 
-from .conftest import Server
+from .conftest import Server, connect
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 5
@@ -100,3 +103,84 @@ async def test_426_behind_a_page_and_the_asyncapi_document(serve: Serve) -> None
         assert (await http_request(server.url, "/"))[0] == 200
         assert (await http_request(server.url, "/asyncapi.json"))[0] == 200
         assert_upgrade_required(await http_request(server.url, "/echo"), "/echo")
+
+
+# -- The wrapped HTTP app's lifespan ---------------------------------------------------------
+
+
+def starlette_beside_websockets(events: list[str], *, fail: bool = False) -> App:
+    """A Starlette app with a lifespan (and lifespan state), wrapped by an App."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, str]]:
+        events.append("http startup")
+        if fail:
+            raise ConnectionRefusedError("database is down")
+        yield {"pool": "the database pool"}
+        events.append("http shutdown")
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.state.pool)
+
+    app = App(Starlette(routes=[Route("/", home)], lifespan=lifespan))
+    app.on_startup(lambda: events.append("ws startup"))
+    app.on_shutdown(lambda: events.append("ws shutdown"))
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        try:
+            await ws.send("ready")
+            async for _ in ws:
+                pass
+        finally:
+            events.append("websocket closed")
+
+    return app
+
+
+async def test_a_wrapped_starlette_apps_lifespan_runs_inside_the_apps(serve: Serve) -> None:
+    events: list[str] = []
+    server = await serve(starlette_beside_websockets(events))
+    assert events == ["http startup", "ws startup"]
+    with trio.fail_after(TIMEOUT):
+        # Its lifespan state reaches its requests.
+        assert (await http_request(server.url, "/"))[::2] == (200, b"the database pool")
+        async with connect(server.url + "/wait") as client:
+            assert await client.get_message() == "ready"
+            await server.shutdown()
+    assert events == [
+        "http startup",
+        "ws startup",
+        "websocket closed",
+        "ws shutdown",
+        "http shutdown",
+    ]
+
+
+async def test_a_wrapped_apps_failed_startup_is_the_apps(caplog: pytest.LogCaptureFixture) -> None:
+    events: list[str] = []
+    app = starlette_beside_websockets(events, fail=True)
+    with pytest.raises(RuntimeError) as info:
+        async with TestClient(app):
+            pass  # pragma: no cover
+    assert str(info.value).startswith(
+        "the app failed to start: the HTTP app Starlette failed to start: "
+    )
+    assert "database is down" in str(info.value)
+    assert events == ["http startup"]  # the App's own startup did not run
+    assert any("database is down" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_http_app_without_lifespan_is_left_without(serve: Serve) -> None:
+    """HTMLPage returns at once on a lifespan scope, as many small ASGI apps do."""
+    events: list[str] = []
+    app = echo_app(HTMLPage("<p>hi</p>"))
+    app.on_startup(lambda: events.append("ws startup"))
+    server = await serve(app)
+    assert events == ["ws startup"]
+    with trio.fail_after(TIMEOUT):
+        assert (await http_request(server.url, "/"))[::2] == (200, b"<p>hi</p>")

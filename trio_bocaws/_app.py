@@ -27,6 +27,7 @@ from ._errors import (
     leaves,
 )
 from ._hints import asyncio_hint, running_under_trio, wrong_server_message
+from ._http_lifespan import WrappedLifespan
 from ._origins import OriginPattern, origin_allowed, parse_origins
 from ._refusal import Refusal, send_refusal
 from ._routing import APP_DEFAULT, Authenticate, ParameterError, Router, View, WebSocketRoute
@@ -124,6 +125,10 @@ class App:
         http_app: An ASGI app for plain HTTP requests (the page that opens the socket,
             say). Without one, HTTP requests get a 404; a plain HTTP request to a
             WebSocket route's path gets 426 Upgrade Required where this app answers 404.
+            Its lifespan runs inside the App's: its startup first (if it fails, the
+            server refuses to start), its shutdown last, after the WebSockets closed
+            and the App's shutdown callbacks ran. An app that does not do lifespan
+            (it raises on the scope, or returns) goes without.
         config: App-wide settings, :class:`AppConfig`.
         authenticate: A hook run before every view (routes may replace it): called with
             the :class:`~trio_bocaws.WebSocket` before the handshake is answered, sync or
@@ -150,6 +155,7 @@ class App:
         asyncapi: AsyncAPIConfig | None = None,
     ):
         self._http_app = http_app or _not_found
+        self._wrapped = http_app  # whose lifespan runs inside ours
         self._config = AppConfig() if config is None else config
         if converter is not None:
             # Every route's typed messages use it, unless a route's config names another.
@@ -534,7 +540,14 @@ class App:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
-                    failed = await self._start_broadcast(nursery)
+                    wrapped = None
+                    if self._wrapped is not None:
+                        wrapped = WrappedLifespan(self._wrapped, scope)
+                        failed = await wrapped.startup(nursery)
+                        if failed is not None:
+                            logger.error("%s", failed)
+                    if failed is None:
+                        failed = await self._start_broadcast(nursery)
                     if failed is None:
                         failed = await self._run_startup()
                     if failed is None:
@@ -542,6 +555,9 @@ class App:
                         started = True
                         await receive()  # "lifespan.shutdown", after every connection ended
                         await self._run_shutdown()
+                        if wrapped is not None:
+                            # Last: our shutdown callbacks may still use what it set up.
+                            await wrapped.shutdown()
                 finally:
                     self._nursery = None
                     nursery.cancel_scope.cancel()
