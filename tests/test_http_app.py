@@ -184,3 +184,36 @@ async def test_an_http_app_without_lifespan_is_left_without(serve: Serve) -> Non
     assert events == ["ws startup"]
     with trio.fail_after(TIMEOUT):
         assert (await http_request(server.url, "/"))[::2] == (200, b"<p>hi</p>")
+
+
+async def test_a_wrapped_quart_trio_apps_lifespan_runs_inside_the_apps(serve: Serve) -> None:
+    quart_trio = pytest.importorskip("quart_trio")
+    events: list[str] = []
+    quart = quart_trio.QuartTrio("beside")
+
+    async def open_pool() -> None:
+        events.append("http startup")
+
+    async def close_pool() -> None:
+        events.append("http shutdown")
+
+    async def home() -> str:
+        return "quart page"
+
+    quart.before_serving(open_pool)
+    quart.after_serving(close_pool)
+    quart.add_url_rule("/", view_func=home)
+
+    app = echo_app(quart)
+    app.on_startup(lambda: events.append("ws startup"))
+    app.on_shutdown(lambda: events.append("ws shutdown"))
+    server = await serve(app)
+    assert events == ["http startup", "ws startup"]
+    with trio.fail_after(TIMEOUT):
+        assert (await http_request(server.url, "/"))[::2] == (200, b"quart page")
+        assert_upgrade_required(await http_request(server.url, "/echo"), "/echo")
+        async with connect(server.url + "/echo") as client:
+            await client.send_message("hi")
+            assert await client.get_message() == "hi"
+        await server.shutdown()
+    assert events == ["http startup", "ws startup", "ws shutdown", "http shutdown"]
