@@ -414,7 +414,10 @@ class App:
         if cap is not None and self._connections >= cap:
             logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
             return None, Refusal(503, "the server is at capacity; try again later", _RETRY)
-        path = _route_path(scope)
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
         origin = _origin_of(scope)
         if not origin_allowed(origin, scope, config.allowed_origins, config.allow_missing_origin):
             if origin is None:
