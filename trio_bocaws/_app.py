@@ -7,7 +7,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import attrs
 import cattrs
@@ -26,6 +26,8 @@ from ._errors import (
     WebSocketStateError,
     leaves,
 )
+from ._hints import asyncio_hint, running_under_trio, wrong_server_message
+from ._http_lifespan import WrappedLifespan
 from ._origins import OriginPattern, origin_allowed, parse_origins
 from ._refusal import Refusal, send_refusal
 from ._routing import APP_DEFAULT, Authenticate, ParameterError, Router, View, WebSocketRoute
@@ -121,7 +123,12 @@ class App:
 
     Args:
         http_app: An ASGI app for plain HTTP requests (the page that opens the socket,
-            say). Without one, HTTP requests get a 404.
+            say). Without one, HTTP requests get a 404; a plain HTTP request to a
+            WebSocket route's path gets 426 Upgrade Required where this app answers 404.
+            Its lifespan runs inside the App's: its startup first (if it fails, the
+            server refuses to start), its shutdown last, after the WebSockets closed
+            and the App's shutdown callbacks ran. An app that does not do lifespan
+            (it raises on the scope, or returns) goes without.
         config: App-wide settings, :class:`AppConfig`.
         authenticate: A hook run before every view (routes may replace it): called with
             the :class:`~trio_bocaws.WebSocket` before the handshake is answered, sync or
@@ -148,6 +155,7 @@ class App:
         asyncapi: AsyncAPIConfig | None = None,
     ):
         self._http_app = http_app or _not_found
+        self._wrapped = http_app  # whose lifespan runs inside ours
         self._config = AppConfig() if config is None else config
         if converter is not None:
             # Every route's typed messages use it, unless a route's config names another.
@@ -210,9 +218,22 @@ class App:
         """
         if self._nursery is None:
             raise WebSocketStateError(
-                "app.nursery exists only between startup and shutdown (while the server runs)"
+                "app.nursery exists only between startup and shutdown (while the server "
+                "runs; in tests, `async with TestClient(app)` runs the startup)"
             )
         return self._nursery
+
+    if not TYPE_CHECKING:  # for mypy, App has the attributes it declares and no others
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached for attributes App lacks: a Starlette or Flask habit, say.
+            if name in _HTTP_ROUTING:
+                raise AttributeError(
+                    f"'App' object has no attribute {name!r}: an App routes WebSockets only "
+                    "(@app.websocket_route); serve HTTP with another ASGI app (Starlette, "
+                    "Quart-trio, HTMLPage...) given as App(http_app)"
+                )
+            raise AttributeError(f"'App' object has no attribute {name!r}")
 
     # -- Registering -----------------------------------------------------------------------
 
@@ -273,7 +294,19 @@ class App:
         authenticate: Any = APP_DEFAULT,
         config: WebSocketConfig | None = None,
     ) -> Callable[[V], V]:
-        """Decorator form of :meth:`add_websocket_route`; returns the view unchanged."""
+        """Decorator form of :meth:`add_websocket_route`; returns the view unchanged.
+
+        Raises:
+            TypeError: Used without parentheses and a pattern (``@app.websocket_route``).
+        """
+        given: object = pattern  # typed str; the mistake passes the view
+        if not isinstance(given, str) and callable(given):
+            # `@app.websocket_route` alone would register nothing and hide the view.
+            name = getattr(given, "__name__", "view")
+            raise TypeError(
+                f"@app.websocket_route needs the route's path: write "
+                f'@app.websocket_route("/{name}") above `async def {name}`, with parentheses'
+            )
 
         def register(view: V) -> V:
             self.add_websocket_route(
@@ -336,6 +369,10 @@ class App:
             # The connection is served in this frame rather than in helper coroutines:
             # every frame on the stack while a view waits stays allocated for the
             # connection's life, and idle connections are what a server holds most of.
+            if self._nursery is None and not running_under_trio():
+                # No lifespan ran (uvicorn --lifespan off, say), so nothing said it yet.
+                await _refuse_wrong_server(scope, send)
+                return
             route, arguments = self._admit(scope)
             if route is None:
                 await send_refusal(scope, receive, send, arguments)
@@ -362,9 +399,12 @@ class App:
             finally:
                 self._connections -= 1
         elif scope["type"] == "http":
-            await self._http_app(scope, receive, send)
+            if self._router.match(_route_path(scope)) is None:
+                await self._http_app(scope, receive, send)
+            else:
+                await self._http_to_websocket_route(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
 
     def _admit(self, scope: Mapping[str, Any]) -> tuple[WebSocketRoute | None, Any]:
         """Decide, from the scope alone, whether a handshake may reach a view: its route
@@ -405,6 +445,24 @@ class App:
             return route, route.arguments(scope, raw_params)
         except ParameterError as exc:
             return None, Refusal(400, str(exc))
+
+    async def _http_to_websocket_route(
+        self, scope: Mapping[str, Any], receive: Receive, send: Send
+    ) -> None:
+        """A plain HTTP request to a WebSocket route's path: the wrapped HTTP app keeps
+        the path if it serves it; where it answers 404, the client gets 426 Upgrade
+        Required, which says what the path is for."""
+        upgrade = False
+
+        async def send_or_upgrade(message: Mapping[str, Any]) -> None:
+            nonlocal upgrade
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                upgrade = True
+                await _upgrade_required(scope, send)
+            elif not upgrade:  # the 404's body is dropped: the 426 has its own
+                await send(message)
+
+        await self._http_app(scope, receive, send_or_upgrade)
 
     async def _authenticated(self, ws: WebSocket, route: WebSocketRoute) -> bool:
         """Run the route's hook (or the app's); attach what it returns to ``ws``, or refuse
@@ -457,10 +515,12 @@ class App:
                     f": {error.reason}" if error.reason else "",
                 )
             elif isinstance(error, Exception):
+                hint = asyncio_hint(error)
                 logger.error(
-                    "WebSocket view %s for %r raised",
+                    "WebSocket view %s for %r raised%s",
                     name,
                     route.pattern,
+                    f"; {hint}" if hint else "",
                     exc_info=(type(error), error, error.__traceback__),
                 )
             else:
@@ -468,9 +528,14 @@ class App:
         if cancelled is not None:
             raise cancelled
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
+            return
+        if not running_under_trio():
+            # Before anything of Trio's runs: under asyncio it fails in its own words.
+            # The server reports the message (so it is not logged here as well).
+            await send({"type": "lifespan.startup.failed", "message": wrong_server_message()})
             return
         started = False
         failed: str | None = None
@@ -478,7 +543,14 @@ class App:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
-                    failed = await self._start_broadcast(nursery)
+                    wrapped = None
+                    if self._wrapped is not None:
+                        wrapped = WrappedLifespan(self._wrapped, scope)
+                        failed = await wrapped.startup(nursery)
+                        if failed is not None:
+                            logger.error("%s", failed)
+                    if failed is None:
+                        failed = await self._start_broadcast(nursery)
                     if failed is None:
                         failed = await self._run_startup()
                     if failed is None:
@@ -486,6 +558,9 @@ class App:
                         started = True
                         await receive()  # "lifespan.shutdown", after every connection ended
                         await self._run_shutdown()
+                        if wrapped is not None:
+                            # Last: our shutdown callbacks may still use what it set up.
+                            await wrapped.shutdown()
                 finally:
                     self._nursery = None
                     nursery.cancel_scope.cancel()
@@ -542,6 +617,58 @@ async def _refuse(ws: WebSocket, status: int, body: str | bytes, headers: Any = 
 
 
 _RETRY: Final = (("retry-after", "5"),)
+
+# What HTTP frameworks call their routing methods.
+_HTTP_ROUTING: Final = frozenset(
+    {"route", "get", "post", "put", "patch", "delete", "add_route", "api_route", "mount"}
+)
+
+
+def _route_path(scope: Mapping[str, Any]) -> str:
+    """The path the routes see: the scope's, without the root path a proxy adds."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+async def _upgrade_required(scope: Mapping[str, Any], send: Send) -> None:
+    body = (
+        f"{_route_path(scope)} is a WebSocket route: connect to it with a WebSocket client "
+        "(ws:// or wss://), not a plain HTTP request\n"
+    ).encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if scope.get("http_version") in ("1.0", "1.1"):
+        # Connection-specific headers, which HTTP/2 forbids (its WebSockets are streams).
+        headers += [(b"upgrade", b"websocket"), (b"connection", b"upgrade")]
+    await send({"type": "http.response.start", "status": 426, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse_wrong_server(scope: Mapping[str, Any], send: Send) -> None:
+    """Refuse a handshake on a server that is not Trio's, with the message that says
+    which command to run instead (no Trio call: none works here)."""
+    wrong = wrong_server_message()
+    logger.error("%s", wrong)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = wrong.encode()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1011})
 
 
 def _origin_of(scope: Mapping[str, Any]) -> str | None:

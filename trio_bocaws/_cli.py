@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import types
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn
@@ -23,7 +24,9 @@ import trio
 from hypercorn.utils import LifespanFailureError
 
 from ._gc import DEFAULT_FULL_THRESHOLD
-from ._serve import LOG_LEVELS, ServerConfig, run
+from ._hints import missing_attribute_hint, not_an_asgi_app, path_hint
+from ._serve import LOG_LEVELS, ServerConfig, run_until_signalled
+from ._terminal import announce, configure_logging, exit_now
 
 __all__ = ["main"]
 
@@ -54,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a trio_bocaws (or any ASGI) app on hypercorn's trio worker.",
     )
     parser.add_argument("app", help="the app to serve, as module:attribute (e.g. chat:app)")
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "-b",
         "--bind",
@@ -108,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_app(path: str) -> Callable[..., Awaitable[None]]:
+def load_app(path: str, *, check_asgi: bool = True) -> Callable[..., Awaitable[None]]:
     """Import ``module:attribute`` (the working directory is importable, as for hypercorn).
 
     Raises:
@@ -117,7 +121,10 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
     module_name, _, attribute = path.partition(":")
     attribute = attribute or "app"
     if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
-        raise UsageError(f"app must be given as module:attribute, not {path!r}")
+        raise UsageError(
+            f"app must be given as module:attribute, not {path!r}"
+            + path_hint(module_name, attribute)
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -126,28 +133,40 @@ def load_app(path: str) -> Callable[..., Awaitable[None]]:
         if exc.name is not None and module_name.startswith(exc.name):
             raise UsageError(
                 f"cannot import {module_name!r}: no module named {exc.name!r}"
+                + path_hint(module_name, attribute)
             ) from None
         raise  # a module it imports is missing: the user's traceback says more
-    app = module
+    app: Any = module
     for name in attribute.split("."):
         try:
             app = getattr(app, name)
         except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+            raise UsageError(
+                f"module {module_name!r} has no attribute {attribute!r}"
+                + missing_attribute_hint(module, module_name, attribute)
+            ) from None
+    if isinstance(app, types.ModuleType):
+        raise UsageError(
+            f"{path!r} is a module, not an ASGI app (did you mean {app.__name__}:app?)"
+        )
     if not callable(app):
         raise UsageError(f"{path!r} is not an ASGI app (not callable)")
-    return app
+    refusal = not_an_asgi_app(path, app, module, module_name) if check_asgi else None
+    if refusal is not None:
+        raise UsageError(refusal)
+    loaded: Callable[..., Awaitable[None]] = app
+    return loaded
 
 
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+def _version() -> str:
+    from importlib.metadata import version
+
+    from . import __version__
+
+    return (
+        f"{PROGRAM} {__version__} (hypercorn {version('hypercorn')}, trio {trio.__version__}, "
+        f"Python {sys.version.split()[0]})"
     )
-    logger = logging.getLogger("trio_bocaws")
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,10 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, TypeError) as exc:
         print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(config.log_level)
+    configure_logging(config.log_level)
     try:
         if config.workers == 1:
-            run(app, config)
+            run_until_signalled(app, config)
             return 0
         return _run_workers(arguments.app, config)
     except LifespanFailureError as exc:
@@ -208,7 +227,7 @@ def _print_asyncapi(argv: Sequence[str]) -> int:
     parser.add_argument("--description", help="a description of the API")
     try:
         arguments = parser.parse_args(argv)
-        app = load_app(arguments.app)
+        app = load_app(arguments.app, check_asgi=False)
         describe = getattr(app, "asyncapi", None)
         if not callable(describe):
             raise UsageError(f"{arguments.app!r} is not a trio_bocaws App")
@@ -250,8 +269,25 @@ def _run_workers(app_path: str, config: ServerConfig) -> int:
     try:
         for process in processes:
             process.start()
+        signalled = 0
+
+        def on_signal(*_: object) -> None:
+            nonlocal signalled
+            signalled += 1
+            if signalled == 1:
+                logging.getLogger("trio_bocaws").info(
+                    "Shutting down %d worker processes: each closes its WebSocket "
+                    "connections with 1001 (Ctrl+C again to stop at once)",
+                    len(processes),
+                )
+                stop.set()
+            else:
+                for process in processes:
+                    process.kill()
+                exit_now("Second signal: stopping now, without waiting for open connections")
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+            signal.signal(signum, on_signal)
         failed = _wait_for_workers(processes, stop, config.graceful_timeout)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -292,21 +328,27 @@ def _worker_process(app_path: str, config: ServerConfig, sockets: Any, stop: Any
 
     from ._hypercorn._worker import serve_app
 
-    _configure_logging(config.log_level)
+    configure_logging(config.log_level)
     app = load_app(app_path)
     hyper = config.to_hypercorn()
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
         sock.listen(hyper.backlog)
-    trio.run(
-        partial(
-            serve_app,
-            app,
-            hyper,
-            config.worker_options(sigterm=True),
-            sockets=sockets,
-            shutdown_trigger=partial(check_multiprocess_shutdown_event, stop, trio.sleep),
-        )
-    )
+
+    async def serve_and_announce() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                partial(
+                    serve_app,
+                    app,
+                    hyper,
+                    config.worker_options(sigterm=True),
+                    sockets=sockets,
+                    shutdown_trigger=partial(check_multiprocess_shutdown_event, stop, trio.sleep),
+                )
+            )
+            announce(binds, app)
+
+    trio.run(serve_and_announce)
 
 
 def main_entry() -> None:

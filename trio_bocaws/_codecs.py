@@ -78,6 +78,35 @@ def bytes_event(data: bytes | bytearray | memoryview) -> Event:
     return {"type": "websocket.send", "bytes": data}
 
 
+def _sent_as_text(data: Any) -> Event:
+    """``send()`` on a route whose ``send_type`` is ``"text"``."""
+    if not isinstance(data, str):
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            fix = "use ws.send_bytes() for a binary message, or send_type='bytes'"
+        else:
+            fix = "convert it to a str, or use send_type='json'"
+        raise TypeError(
+            f"send() takes a str on this route (send_type='text'), not "
+            f"{type(data).__name__}: {fix}"
+        )
+    return {"type": "websocket.send", "text": data}
+
+
+def _sent_as_bytes(data: Any) -> Event:
+    """``send()`` on a route whose ``send_type`` is ``"bytes"``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        fix = (
+            "use ws.send_text() for a text message, or send_type='text'"
+            if isinstance(data, str)
+            else "convert it to bytes, or use send_type='json'"
+        )
+        raise TypeError(
+            f"send() takes bytes on this route (send_type='bytes'), not "
+            f"{type(data).__name__}: {fix}"
+        )
+    return bytes_event(data)
+
+
 def dumps(data: Any) -> str:
     """JSON as sent: compact, UTF-8 as is, no NaN or Infinity."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -97,8 +126,8 @@ DECODERS: Final[dict[str, Callable[[Event], Any]]] = {
 
 # None for "event": send_event checks and routes the event rather than wrapping a message.
 ENCODERS: Final[dict[str, Callable[[Any], Event] | None]] = {
-    "text": text_event,
-    "bytes": bytes_event,
+    "text": _sent_as_text,
+    "bytes": _sent_as_bytes,
     "json": json_event,
     "event": None,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any, Final, Literal
 
@@ -89,9 +90,13 @@ def _check_value_type(config: Any, attribute: attrs.Attribute[Any], value: objec
         return
     if isinstance(value, str) or not is_typed(value):
         allowed = ", ".join(repr(name) for name in VALUE_TYPES)
+        close = (
+            difflib.get_close_matches(value, VALUE_TYPES, n=1) if isinstance(value, str) else []
+        )
         raise ValueError(
             f"{attribute.name} must be one of {allowed}, or typed messages (an attrs class, "
             f"a union of them, TypedMessages(...)); not {value!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
         )
     try:
         # Validators run once every field is set, so the converter is known here.
@@ -242,4 +247,11 @@ class WebSocketConfig:
             changes["idle_timeout"] = idle_timeout
         if not changes:
             return self
-        return attrs.evolve(self, **changes)
+        try:
+            return attrs.evolve(self, **changes)
+        except (TypeError, ValueError) as exc:
+            message = str(exc)
+            if value_type is None or not message.startswith("receive_type"):
+                raise
+            # The user wrote value_type: name it, not the field it sets.
+            raise type(exc)("value_type" + message[len("receive_type") :]) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import sys
@@ -16,6 +17,7 @@ import trio
 from ._errors import leaves
 from ._gc import DEFAULT_FULL_THRESHOLD
 from ._hypercorn._worker import WorkerOptions, serve_app
+from ._terminal import announce, configure_logging, force_after, log_shutdown_start
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -255,14 +257,46 @@ def _raise_startup_error(group: BaseExceptionGroup[BaseException]) -> None:
 
 
 def run(app: Callable[..., Awaitable[None]], config: ServerConfig | None = None) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully; a second signal
-    stops at once. For ``if __name__ == "__main__": run(app)``.
+    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully. For
+    ``if __name__ == "__main__": run(app)``.
+
+    It logs one line per listening address, with the ``ws://`` URLs of the app's routes
+    (setting up logging in hypercorn's format, unless the program has set up its own);
+    at the first signal, how many connections are closing. A second signal, or a shutdown
+    that outlasts ``graceful_timeout``, ends the process at once (exit status 1), even if
+    a view shields its cleanup from cancellation.
+
+    An address that cannot be bound, or an app that fails to start, is one line on
+    stderr and exit status 1 (:exc:`SystemExit`), not a traceback.
+    """
+    config = ServerConfig() if config is None else config
+    if not logging.getLogger().handlers and not logging.getLogger("trio_bocaws").handlers:
+        configure_logging(config.log_level)
+    from hypercorn.utils import LifespanFailureError
+
+    try:
+        run_until_signalled(app, config)
+    except LifespanFailureError as exc:
+        print(f"trio_bocaws: error: the app failed to start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        binds = ", ".join(config.bind)
+        print(
+            f"trio_bocaws: error: cannot listen on {binds}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+
+
+def run_until_signalled(app: Callable[..., Awaitable[None]], config: ServerConfig) -> None:
+    """:func:`run` without its handling of errors (the command line reports them).
 
     Raises:
         OSError: An address cannot be bound (in use, say).
+        hypercorn.utils.LifespanFailureError: The app failed to start.
     """
     try:
-        trio.run(_serve_until_signalled, app, ServerConfig() if config is None else config)
+        trio.run(_serve_until_signalled, app, config)
     except BaseExceptionGroup as group:
         _raise_startup_error(group)
         raise
@@ -276,13 +310,12 @@ async def _serve_until_signalled(
 
             async def first_signal() -> None:
                 await signals.__anext__()
-                # A second signal stops at once instead of gracefully.
-                nursery.start_soon(_cancel_on_next_signal, signals, nursery.cancel_scope)
+                log_shutdown_start(again="Ctrl+C again")
+                nursery.start_soon(force_after, config.graceful_timeout, signals.__anext__)
 
-            await serve(app, config, shutdown_trigger=first_signal)
-            nursery.cancel_scope.cancel()
+            async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:
+                await serve(app, config, shutdown_trigger=first_signal, task_status=task_status)
+                nursery.cancel_scope.cancel()
 
-
-async def _cancel_on_next_signal(signals: Any, scope: trio.CancelScope) -> None:
-    await signals.__anext__()
-    scope.cancel()
+            urls = await nursery.start(serve_then_stop)
+            announce([re.sub(r"^ws", "http", url, count=1) for url in urls], app)

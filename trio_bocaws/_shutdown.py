@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Final, Protocol
 
-__all__ = ["STATE_KEY", "Listener", "ServerShutdown", "announce_shutdown", "server_shutdown_of"]
+__all__ = [
+    "STATE_KEY",
+    "Listener",
+    "ServerShutdown",
+    "announce_shutdown",
+    "current_server_shutdown",
+    "server_shutdown_of",
+]
 
 STATE_KEY: Final = "trio_bocaws.shutdown"
 """The key of a :class:`ServerShutdown` in a connection's ASGI state (the test client's)."""
@@ -83,6 +90,11 @@ def server_shutdown_of(scope: Mapping[str, Any]) -> ServerShutdown | None:
         shutdown = state.get(STATE_KEY)
         if isinstance(shutdown, ServerShutdown):
             return shutdown
+    return _CURRENT.get()
+
+
+def current_server_shutdown() -> ServerShutdown | None:
+    """The shutdown signal of the server this task runs in (its shutdown trigger too)."""
     return _CURRENT.get()
 
 

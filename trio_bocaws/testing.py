@@ -28,9 +28,17 @@ import json
 import logging
 import math
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Final
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -348,6 +356,12 @@ class TestClient:
         if lifespan is not None:
             await lifespan.stop()  # noqa: ASYNC102 (bounded and shielded inside)
 
+    def __enter__(self) -> NoReturn:
+        raise TypeError(_ASYNC_WITH_CLIENT)
+
+    def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raised
+        pass
+
     def begin_shutdown(self) -> None:
         """Do what a server does when told to stop: every open WebSocket inside
         ``async with ws`` (every App view) is cancelled and closes with its shutdown code
@@ -393,21 +407,37 @@ class TestClient:
             "state": dict(self._state),
         }
 
-    @asynccontextmanager
-    async def websocket_connect(
+    def websocket_connect(
         self,
         path: str,
         *,
         headers: HeaderPairs | None = None,
         subprotocols: Sequence[str] = (),
         timeout: float | None = None,
-    ) -> AsyncIterator[WebSocketSession]:
-        """Open a WebSocket to ``path`` (with its query string, if any).
+    ) -> AbstractAsyncContextManager[WebSocketSession]:
+        """Open a WebSocket to ``path`` (with its query string, if any), for an
+        ``async with`` block: ``async with client.websocket_connect("/echo") as ws:``.
 
         Raises:
             HandshakeRejected: The app refused the handshake.
             trio.TooSlowError: The app did not answer the handshake within the timeout.
+            TypeError: Used with ``await`` or ``with`` instead of ``async with``.
         """
+        return _Connecting(
+            self._websocket_connect(
+                path, headers=headers, subprotocols=subprotocols, timeout=timeout
+            )
+        )
+
+    @asynccontextmanager
+    async def _websocket_connect(
+        self,
+        path: str,
+        *,
+        headers: HeaderPairs | None,
+        subprotocols: Sequence[str],
+        timeout: float | None,
+    ) -> AsyncIterator[WebSocketSession]:
         limit = self.timeout if timeout is None else timeout
         session = WebSocketSession(subprotocols, self.timeout)
         scope = self._scope(path, _header_pairs(headers), subprotocols)
@@ -454,6 +484,41 @@ class TestClient:
             raise failure[0]
         if session._rejection is not None:
             raise session._rejection
+
+
+_ASYNC_WITH_CLIENT: Final = (
+    "TestClient runs the app's lifespan in the test's Trio run: use "
+    "`async with TestClient(app) as client:`, not `with`"
+)
+_ASYNC_WITH_CONNECT: Final = (
+    "websocket_connect() opens a connection for a block: use "
+    "`async with client.websocket_connect(path) as ws:`"
+)
+
+
+class _Connecting:
+    """What :meth:`TestClient.websocket_connect` returns: an async context manager that
+    says how to use it when it is awaited or used with a plain ``with``."""
+
+    __slots__ = ("_manager",)
+
+    def __init__(self, manager: AbstractAsyncContextManager[WebSocketSession]) -> None:
+        self._manager = manager
+
+    async def __aenter__(self) -> WebSocketSession:
+        return await self._manager.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._manager.__aexit__(*exc_info)
+
+    def __await__(self) -> Generator[Any, None, NoReturn]:
+        raise TypeError(_ASYNC_WITH_CONNECT)
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(_ASYNC_WITH_CONNECT)
+
+    def __exit__(self, *exc_info: object) -> None:  # pragma: no cover - __enter__ raised
+        pass
 
 
 class _Lifespan:
