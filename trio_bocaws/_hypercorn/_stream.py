@@ -106,6 +106,10 @@ async def _answer_early_bytes(stream: Any) -> None:
     await stream._send_error_response(400)
 
 
+async def _drop() -> None:
+    await trio.lowlevel.checkpoint()
+
+
 def handle(original: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
     """``WSStream.handle``: report the recorded close, read on past an oversized message,
     end the ping task with the stream, and give bytes sent before the handshake's answer
@@ -132,13 +136,13 @@ def handle(original: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
                 # Only where a message may be too big, or was (hypercorn then closed
                 # with 1009): one more coroutine otherwise.
                 return handle_then_drain(self, event)
-            elif not self.closed and not self.handshake.accepted:
+            if not self.closed and not self.handshake.accepted:
                 # The client did not wait for the handshake's answer (RFC 6455, 4.1). The
                 # first answer wins: a 400 if the app has not begun its own, else the
                 # app's, and these bytes (after a refusal, or racing it) are dropped.
                 if self.state is _HANDSHAKE and not getattr(self, ANSWERED_ATTRIBUTE, False):
                     return _answer_early_bytes(self)
-                return trio.lowlevel.checkpoint()
+                return _drop()
         elif type(event) is StreamClosed:
             pings = getattr(self, PINGS_ATTRIBUTE, None)
             if pings is not None:
@@ -174,13 +178,16 @@ def app_send(original: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
     and the app's answer to the handshake is claimed before it goes out."""
 
     def app_send(self: Any, message: Any) -> Awaitable[None]:
-        if self.state is _HANDSHAKE and not self.closed:
-            if message is None or message["type"] in _ANSWERS:
-                # The response is sent across checkpoints, and hypercorn moves the state
-                # on only after (a rejection's body) or not at all (the 500 for an app
-                # that ended without answering): bytes the client sends meanwhile must
-                # not start a 400 on the same request (see handle).
-                setattr(self, ANSWERED_ATTRIBUTE, True)
+        if (
+            self.state is _HANDSHAKE
+            and not self.closed
+            and (message is None or message["type"] in _ANSWERS)
+        ):
+            # The response is sent across checkpoints, and hypercorn moves the state on
+            # only after (a rejection's body) or not at all (the 500 for an app that
+            # ended without answering): bytes the client sends meanwhile must
+            # not start a 400 on the same request (see handle).
+            setattr(self, ANSWERED_ATTRIBUTE, True)
         if message is not None and (
             self.closed
             or (
