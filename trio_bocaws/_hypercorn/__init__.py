@@ -78,14 +78,18 @@ PATCHES: Final[tuple[Patch, ...]] = (
         replace=_stream.handle,
         why="Reports the recorded close to the app (not 1006), reads on to the client's "
         "close after an oversized message (else the stream never ends), and cancels the "
-        "ping task with the stream (else a shutdown waits up to a ping interval).",
+        "ping task with the stream (else a shutdown waits up to a ping interval). Bytes "
+        "sent before the handshake's answer get one answer: hypercorn's 400, claimed before "
+        "it goes out, or nothing once the app has begun its own (hypercorn sent a 400 after "
+        "a 403 or a 101, or the app's answer after the 400: h11 raised, an ERROR logged).",
         upstream=_ISSUE_127,
         checked_by=(
             "tests/test_hypercorn_fixes.py::test_an_oversized_message_followed_by_a_close_ends_the_connection",
             "tests/test_hypercorn_fixes.py::test_the_app_sees_the_clients_close_code",
+            "tests/test_early_bytes.py",
         ),
-        written_for={"0.17.3": "9bda7973c5f78486", "0.18.0": "511313c93962a5d5"},
-        depends_on=(f"{_WS}:WSStream._handle_events",),
+        written_for={"0.17.3": "e33094e54ac5910e", "0.18.0": "fe1efa815449035f"},
+        depends_on=(f"{_WS}:WSStream._handle_events", f"{_WS}:WSStream._send_error_response"),
     ),
     Patch(
         name="send on a closed stream raises",
@@ -94,10 +98,13 @@ PATCHES: Final[tuple[Patch, ...]] = (
         attribute="app_send",
         replace=_stream.app_send,
         why="hypercorn drops a send on a closed stream without yielding: a loop that only "
-        "sends never learns the client left, and spins, starving the worker.",
+        "sends never learns the client left, and spins, starving the worker. The app's "
+        "answer to a handshake is claimed before it goes out, so that bytes the client "
+        "sends meanwhile do not start a second response (see 'close report').",
         upstream="",
         checked_by=(
             "tests/test_hypercorn_fixes.py::test_a_send_only_loop_raises_once_the_client_drops",
+            "tests/test_early_bytes.py",
         ),
         written_for={"0.17.3": "7ac2771131b81ecc", "0.18.0": "a89f9e131cd7bab5"},
     ),

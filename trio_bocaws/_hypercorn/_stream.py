@@ -39,8 +39,17 @@ __all__ = [
 # cancel scope of its ping task.
 STATUS_ATTRIBUTE: Final = "_trio_bocaws_status"
 PINGS_ATTRIBUTE: Final = "_trio_bocaws_pings"
+# Set once the app has begun to answer the handshake (an accept, a refusal or hypercorn's
+# 500 after it): from then on, the stream's one HTTP response is the app's.
+ANSWERED_ATTRIBUTE: Final = "_trio_bocaws_answered"
 
+_HANDSHAKE: Final = ASGIWebsocketState.HANDSHAKE
 _CONNECTED: Final = ASGIWebsocketState.CONNECTED
+# The messages with which the app answers a handshake with an HTTP response (a
+# websocket.http.response.start only stores the status; the body sends it).
+_ANSWERS: Final = frozenset(
+    {"websocket.accept", "websocket.close", "websocket.http.response.body"}
+)
 _APP_CLOSED: Final = (ASGIWebsocketState.CLOSED, ASGIWebsocketState.HTTPCLOSED)
 _OPEN: Final = ConnectionState.OPEN
 _TOO_BIG: Final = CloseReason.MESSAGE_TOO_BIG
@@ -86,9 +95,25 @@ def send_wsproto_event(original: Callable[..., Awaitable[None]]) -> Callable[...
     return _send_wsproto_event
 
 
+async def _answer_early_bytes(stream: Any) -> None:
+    # The 400 hypercorn answers bytes sent before the handshake's answer with, but claimed
+    # before it goes out: hypercorn marks the stream closed only once the 400 is sent, and
+    # an accept or a refusal the app sends meanwhile was a second response on the same
+    # request (h11 raises, and both sides log an ERROR). Now the app's send raises
+    # StreamClosedError, which the core reports as a disconnect.
+    setattr(stream, ANSWERED_ATTRIBUTE, True)
+    stream.closed = True
+    await stream._send_error_response(400)
+
+
+async def _drop() -> None:
+    await trio.lowlevel.checkpoint()
+
+
 def handle(original: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
     """``WSStream.handle``: report the recorded close, read on past an oversized message,
-    and end the ping task with the stream."""
+    end the ping task with the stream, and give bytes sent before the handshake's answer
+    one answer only."""
 
     async def handle_then_drain(self: Any, event: Any) -> None:
         await original(self, event)
@@ -111,6 +136,13 @@ def handle(original: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
                 # Only where a message may be too big, or was (hypercorn then closed
                 # with 1009): one more coroutine otherwise.
                 return handle_then_drain(self, event)
+            if not self.closed and not self.handshake.accepted:
+                # The client did not wait for the handshake's answer (RFC 6455, 4.1). The
+                # first answer wins: a 400 if the app has not begun its own, else the
+                # app's, and these bytes (after a refusal, or racing it) are dropped.
+                if self.state is _HANDSHAKE and not getattr(self, ANSWERED_ATTRIBUTE, False):
+                    return _answer_early_bytes(self)
+                return _drop()
         elif type(event) is StreamClosed:
             pings = getattr(self, PINGS_ATTRIBUTE, None)
             if pings is not None:
@@ -142,9 +174,20 @@ async def _refuse(message: Any) -> None:
 
 
 def app_send(original: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
-    """``WSStream.app_send``: a message on a closed stream raises instead of vanishing."""
+    """``WSStream.app_send``: a message on a closed stream raises instead of vanishing,
+    and the app's answer to the handshake is claimed before it goes out."""
 
     def app_send(self: Any, message: Any) -> Awaitable[None]:
+        if (
+            self.state is _HANDSHAKE
+            and not self.closed
+            and (message is None or message["type"] in _ANSWERS)
+        ):
+            # The response is sent across checkpoints, and hypercorn moves the state on
+            # only after (a rejection's body) or not at all (the 500 for an app that
+            # ended without answering): bytes the client sends meanwhile must
+            # not start a 400 on the same request (see handle).
+            setattr(self, ANSWERED_ATTRIBUTE, True)
         if message is not None and (
             self.closed
             or (
