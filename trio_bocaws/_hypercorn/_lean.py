@@ -65,10 +65,12 @@ def read_data(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
 async def _read_loop(protocol: Any, sock: Any) -> None:
     websocket: Any = None
     while True:
+        if sock.fileno() == -1:
+            break  # closed by another task (a failed send, the idle timeout)
         try:
             await trio.lowlevel.wait_readable(sock)
         except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
-            break  # closed by another task (idle timeout, a send that failed)
+            break  # closed while we waited
         # No await between this check and the read: a closed descriptor's number can be
         # given to another connection at once.
         fd = sock.fileno()
