@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -253,17 +254,15 @@ async def test_sends_racing_the_close_end_quietly() -> None:
                 sock.recv(100)
 
 
-async def test_the_lean_paths_are_taken(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once connected, the server's messages pass without trio's send_all and
-    receive_some (which hypercorn's own code calls for every one)."""
+def _count_server_side_calls(monkeypatch: pytest.MonkeyPatch, port: list[int]) -> dict[str, int]:
+    """Counts of trio's SocketStream.send_all and receive_some on the server's side."""
     calls = {"send_all": 0, "receive_some": 0}
-    server_port = 0
 
     def counting(name: str) -> Any:
         original = getattr(trio.SocketStream, name)
 
         async def wrapper(self: trio.SocketStream, *args: Any) -> Any:
-            if self.socket.getsockname()[1] == server_port:
+            if self.socket.getsockname()[1] in port:
                 calls[name] += 1
             return await original(self, *args)
 
@@ -271,6 +270,36 @@ async def test_the_lean_paths_are_taken(serve: Serve, monkeypatch: pytest.Monkey
 
     for name in calls:
         monkeypatch.setattr(trio.SocketStream, name, counting(name))
+    return calls
+
+
+async def test_tls_keeps_hypercorns_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import ssl
+
+    from .h2_client import open_h2_connection
+    from .test_http2 import certificate_files, echo_app, echoes, running
+
+    port: list[int] = []
+    calls = _count_server_side_calls(monkeypatch, port)
+    authority, certfile, keyfile = certificate_files(tmp_path)
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    with trio.fail_after(10):
+        async with running(echo_app([]), certfile=certfile, keyfile=keyfile) as (url, _):
+            port.append(int(url.rsplit(":", 1)[1]))
+            async with open_h2_connection(url, ssl_context=trusting) as connection:
+                for index in range(5):
+                    await echoes(connection, "/text", f"m{index}")
+    # Under TLS hypercorn's own reads and writes (send_all, receive_some) carry it all.
+    assert calls["send_all"] >= 5
+    assert calls["receive_some"] >= 5
+
+
+async def test_the_lean_paths_are_taken(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once connected, the server's messages pass without trio's send_all and
+    receive_some (which hypercorn's own code calls for every one)."""
+    port: list[int] = []
+    calls = _count_server_side_calls(monkeypatch, port)
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
@@ -278,7 +307,7 @@ async def test_the_lean_paths_are_taken(serve: Serve, monkeypatch: pytest.Monkey
             await ws.send(message)
 
     server = await serve(websocket_app(handler))
-    server_port = int(server.url.rsplit(":", 1)[1])
+    port.append(int(server.url.rsplit(":", 1)[1]))
     with trio.fail_after(10):
         async with connect(server.url) as client:
             for index in range(20):
