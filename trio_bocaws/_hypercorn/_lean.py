@@ -54,42 +54,41 @@ def read_data(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
         if sock is None or self.config.read_timeout is not None:
             await original(self)
             return
-        await _read_loop(self.protocol, sock)
+        # The loop is here, not in a function of its own: one coroutine frame less for
+        # every idle connection.
+        protocol = self.protocol
+        websocket: Any = None
+        while True:
+            if sock.fileno() == -1:
+                break  # closed by another task (a failed send, the idle timeout)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+                break  # closed while we waited
+            # No await between this check and the read: a closed descriptor's number can be
+            # given to another connection at once.
+            fd = sock.fileno()
+            if fd == -1:
+                break
+            try:
+                data = os.read(fd, MAX_RECV)
+            except BlockingIOError:
+                continue  # readable, then not (another wake-up took it): wait again
+            except OSError:
+                break  # reset by the peer: as trio's BrokenResourceError in hypercorn's loop
+            if websocket is not None and data:
+                await websocket.handle(Data(stream_id=1, data=data))
+                continue
+            await protocol.handle(RawData(data))
+            if not data:
+                break
+            websocket = _websocket_stream(protocol)
+        await protocol.handle(Closed())
 
     # The "a failed connection says so" record wraps this one and checks hypercorn's code
     # through it (inspect.unwrap).
     _read_data.__wrapped__ = original  # type: ignore[attr-defined]
     return _read_data
-
-
-async def _read_loop(protocol: Any, sock: Any) -> None:
-    websocket: Any = None
-    while True:
-        if sock.fileno() == -1:
-            break  # closed by another task (a failed send, the idle timeout)
-        try:
-            await trio.lowlevel.wait_readable(sock)
-        except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
-            break  # closed while we waited
-        # No await between this check and the read: a closed descriptor's number can be
-        # given to another connection at once.
-        fd = sock.fileno()
-        if fd == -1:
-            break
-        try:
-            data = os.read(fd, MAX_RECV)
-        except BlockingIOError:
-            continue  # readable, then not (another wake-up took it): wait again
-        except OSError:
-            break  # reset by the peer: as trio's BrokenResourceError in hypercorn's loop
-        if websocket is not None and data:
-            await websocket.handle(Data(stream_id=1, data=data))
-            continue
-        await protocol.handle(RawData(data))
-        if not data:
-            break
-        websocket = _websocket_stream(protocol)
-    await protocol.handle(Closed())
 
 
 def _websocket_stream(wrapper: Any) -> Any:
