@@ -13,6 +13,13 @@ KIND is one of:
 - ``websockets-trio``: the websockets library's Trio server, ``websockets.trio.server.serve``
   (compression off and pings off, as the hypercorn servers run).
 
+A hypercorn kind may end in ``@PARTS`` to choose trio_bocaws's lean-path patches (issue 16),
+``+``-separated: ``read`` (the read loop, without handing WebSocket bytes straight to the
+stream), ``direct`` (``read`` with that), ``send`` (the write), ``none``. ``bare@read+send``
+is the bare app on hypercorn with only those patches (no other fix); ``trio_bocaws@none`` is
+trio_bocaws with every fix but the lean ones. Without ``@``, trio_bocaws has them all and
+``bare`` none.
+
 Every server echoes each message on ``/echo`` (text) and ``/echo-bytes`` (binary), prints
 ``PORT <n>`` on stdout once it listens, and stops gracefully on SIGTERM or SIGINT.
 
@@ -378,11 +385,41 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def choose_lean_patches(kind: str, parts: str) -> None:
+    """Install trio_bocaws's fixes with only the chosen lean-path patches (``@PARTS``)."""
+    import trio_bocaws.hypercorn_fixes  # noqa: F401 (installs every fix, unless disabled)
+    from trio_bocaws import _hypercorn
+    from trio_bocaws._hypercorn import _lean
+
+    names = {"read": "lean read loop", "direct": "lean read loop", "send": "lean write"}
+    chosen = set(filter(None, parts.split("+"))) - {"none"}
+    if not chosen <= set(names):
+        raise SystemExit(f"unknown lean part in {parts!r}; known: read, direct, send, none")
+    _lean.direct_websocket_reads = "direct" in chosen
+    wanted = {names[part] for part in chosen}
+    _hypercorn.uninstall()
+    patches = [
+        patch
+        for patch in _hypercorn.PATCHES
+        if (patch.name in wanted) or (kind != "bare" and not patch.name.startswith("lean "))
+    ]
+    if not _hypercorn.install(patches):
+        raise SystemExit("a chosen patch does not fit this hypercorn")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("kind", help=f"{', '.join(KINDS)}, a hypercorn kind with @PARTS")
     parser.add_argument("--port", type=int, default=0)
     arguments = parser.parse_args()
+    kind, _, lean_parts = arguments.kind.partition("@")
+    if kind not in KINDS:
+        parser.error(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
+    if lean_parts:
+        if kind in ("trio-websocket", "websockets-trio"):
+            parser.error(f"{kind} does not run on hypercorn: no lean parts")
+        choose_lean_patches(kind, lean_parts)
+    arguments.kind = kind
     raise_fd_limit()
     profile_path = os.environ.get("BENCH_CPROFILE")
     if not profile_path:

@@ -238,17 +238,17 @@ async def test_a_bug_under_http2_ends_that_connection_with_goaway(
 async def test_a_bug_in_one_websocket_closes_it_with_1011(
     serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from hypercorn.events import RawData
-    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.events import Data
+    from hypercorn.protocol.ws_stream import WSStream
 
-    own_handle = H11Protocol.handle
+    own_handle = WSStream.handle  # the stream, which the lean read loop feeds directly
 
     async def handle(self: Any, event: Any) -> None:
-        if isinstance(event, RawData) and b"boom" in event.data:  # unmasked by a zero mask
+        if isinstance(event, Data) and b"boom" in event.data:  # unmasked by a zero mask
             raise RuntimeError("a bug in the WebSocket layer")
         await own_handle(self, event)
 
-    monkeypatch.setattr(H11Protocol, "handle", handle)
+    monkeypatch.setattr(WSStream, "handle", handle)
     server = await serve(_app())
     with trio.fail_after(TIMEOUT), caplog.at_level(logging.INFO):
         async with _bystander(server):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
-from . import _h2, _h2_websockets, _stream, _tcp, _worker
+from . import _h2, _h2_websockets, _lean, _stream, _tcp, _worker
 from ._patch import Applied, Patch
 
 __all__ = [
@@ -41,6 +41,8 @@ class HypercornCompatibilityWarning(UserWarning):
 _WS: Final = "hypercorn.protocol.ws_stream"
 _H2: Final = "hypercorn.protocol.h2"
 _HTTP2_TESTS: Final = "tests/test_http2.py::"
+_LEAN_TESTS: Final = "tests/test_lean_path.py::"
+_TCP: Final = "hypercorn.trio.tcp_server"
 _ISSUE_127: Final = "https://github.com/pgjones/hypercorn/issues/127"
 
 PATCHES: Final[tuple[Patch, ...]] = (
@@ -191,6 +193,49 @@ PATCHES: Final[tuple[Patch, ...]] = (
         upstream="https://github.com/pgjones/hypercorn/issues/327",
         checked_by=("tests/test_isolation.py",),
         written_for={"0.17.3": "05a91832ee2c0e66", "0.18.0": "de5feb8a19f69f09"},
+    ),
+    Patch(
+        name="lean read loop",
+        module=_TCP,
+        owner="TCPServer",
+        attribute="_read_data",
+        replace=_lean.read_data,
+        why="Without a read_timeout, hypercorn still entered a fail_after(inf) cancel scope "
+        "around every read, and trio's receive_some failed a first read on every idle wait; "
+        "an HTTP/1.1 WebSocket's bytes passed through three layers that only hand them on. "
+        "About 100,000 instructions per echoed message (profile_path.py).",
+        upstream="",
+        checked_by=(
+            f"{_LEAN_TESTS}test_a_silent_peer_is_still_dropped_by_the_read_timeout",
+            f"{_LEAN_TESTS}test_an_abrupt_disconnect_ends_the_connection",
+            f"{_LEAN_TESTS}test_the_lean_paths_are_taken",
+        ),
+        written_for={"0.17.3": "fc177efbe419fe81", "0.18.0": "0b5460449e7b5076"},
+        depends_on=(
+            "hypercorn.protocol:ProtocolWrapper.handle",
+            "hypercorn.protocol.h11:H11Protocol.handle",
+            "hypercorn.protocol.h11:H11Protocol._handle_events",
+            "hypercorn.protocol.h11:H11WSConnection",
+        ),
+    ),
+    Patch(
+        name="lean write",
+        module=_TCP,
+        owner="TCPServer",
+        attribute="protocol_send",
+        replace=_lean.protocol_send,
+        why="hypercorn opened a shielded cancel scope and went through send_all for every "
+        "write; a write the socket takes at once is now one os.write under the same lock "
+        "(the shielded send_all stays for what is left, and for a cancelled writer). About "
+        "75,000 instructions per echoed message.",
+        upstream="",
+        checked_by=(
+            f"{_LEAN_TESTS}test_a_cancelled_send_to_a_client_that_stopped_reading_still_ends_whole",
+            f"{_LEAN_TESTS}test_concurrent_senders_never_interleave",
+            f"{_LEAN_TESTS}test_sends_racing_the_close_end_quietly",
+            f"{_LEAN_TESTS}test_the_lean_paths_are_taken",
+        ),
+        written_for={"0.17.3": "1f5e638c95be1c27", "0.18.0": "1f5e638c95be1c27"},
     ),
     Patch(
         name="a failed connection says so",
