@@ -13,8 +13,9 @@ import attrs
 import cattrs
 import trio
 
+from . import _metrics
 from ._asyncapi import AsyncAPIConfig, asyncapi_document, serve_document
-from ._broadcast import Broadcast, BroadcastError
+from ._broadcast import Broadcast, BroadcastError, count_drops
 from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
 from ._endpoint import WebSocketEndpoint, view_of
@@ -135,6 +136,13 @@ class App:
             :func:`~trio_bocaws.message_converter`'s).
         asyncapi: Serve the app's AsyncAPI document over HTTP, as
             :class:`~trio_bocaws.AsyncAPIConfig` says.
+        metrics: Record OpenTelemetry metrics (the ``metrics`` extra): ``True`` for the
+            global meter provider, or a ``MeterProvider`` to use. Off by default, and
+            then OpenTelemetry is not even imported. See :doc:`/deployment`.
+
+    Raises:
+        ImportError: ``metrics`` is on and ``opentelemetry-api`` is not installed.
+        TypeError: ``metrics`` is neither a bool nor a meter provider.
     """
 
     def __init__(
@@ -146,6 +154,7 @@ class App:
         broadcast: Broadcast | None = None,
         converter: cattrs.BaseConverter | None = None,
         asyncapi: AsyncAPIConfig | None = None,
+        metrics: Any = False,
     ):
         self._http_app = http_app or _not_found
         self._config = AppConfig() if config is None else config
@@ -165,6 +174,9 @@ class App:
             )
         self._authenticate = _check_hook(authenticate)
         self._broadcast = broadcast
+        self._metrics = _metrics.metrics_from(metrics)
+        if broadcast is not None and self._metrics is not None:
+            count_drops(broadcast, self._metrics)
         self._router = Router()
         self._startup: list[Callback] = []
         self._shutdown: list[Callback] = []
@@ -338,12 +350,19 @@ class App:
             # connection's life, and idle connections are what a server holds most of.
             route, arguments = self._admit(scope)
             if route is None:
+                if self._metrics is not None:
+                    self._metrics.refused_handshake(arguments.cause)
                 await send_refusal(scope, receive, send, arguments)
                 return
             ws = WebSocket.from_config(scope, receive, send, route.config)
             self._connections += 1
+            metered = None
+            if self._metrics is not None:
+                metered = self._metrics.connection_opened(route.pattern)
             try:
                 if not await self._authenticated(ws, route):
+                    if metered is not None:
+                        metered.refused_by_authenticate()
                     return
                 try:
                     # `async with ws`, spelled out, without the accept on entry: with
@@ -361,6 +380,8 @@ class App:
                     self._report(exc, route)
             finally:
                 self._connections -= 1
+                if metered is not None:
+                    metered.ended(ws)
         elif scope["type"] == "http":
             await self._http_app(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -373,7 +394,9 @@ class App:
         cap = config.max_connections
         if cap is not None and self._connections >= cap:
             logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
-            return None, Refusal(503, "the server is at capacity; try again later", _RETRY)
+            return None, Refusal(
+                503, "the server is at capacity; try again later", _RETRY, cause=_metrics.CAP
+            )
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -387,7 +410,9 @@ class App:
                     path,
                 )
                 return None, Refusal(
-                    403, "a handshake without an Origin header may not open this WebSocket"
+                    403,
+                    "a handshake without an Origin header may not open this WebSocket",
+                    cause=_metrics.ORIGIN,
                 )
             logger.warning(
                 "refused a WebSocket handshake to %s from origin %r: not the server's "
@@ -395,16 +420,18 @@ class App:
                 path,
                 origin,
             )
-            return None, Refusal(403, f"origin {origin!r} may not open this WebSocket")
+            return None, Refusal(
+                403, f"origin {origin!r} may not open this WebSocket", cause=_metrics.ORIGIN
+            )
         found = self._router.match(path)
         if found is None:
             # Bocadillo refused unknown paths with 403; the body says why.
-            return None, Refusal(403, f"no WebSocket route for {path}")
+            return None, Refusal(403, f"no WebSocket route for {path}", cause=_metrics.NO_ROUTE)
         route, raw_params = found
         try:
             return route, route.arguments(scope, raw_params)
         except ParameterError as exc:
-            return None, Refusal(400, str(exc))
+            return None, Refusal(400, str(exc), cause=_metrics.BAD_PARAMETERS)
 
     async def _authenticated(self, ws: WebSocket, route: WebSocketRoute) -> bool:
         """Run the route's hook (or the app's); attach what it returns to ``ws``, or refuse

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import trio
 
@@ -40,6 +40,7 @@ from ._lifetime import Lifetime
 from ._reader import Reader
 from ._refusal import Refusal, refusal_events
 from ._state import Transition, WebSocketState, next_state
+from ._statistics import WebSocketStatistics
 from ._stream_status import StreamStatus, stream_status_of
 from ._typed import codec_for
 from ._validation import (
@@ -100,14 +101,17 @@ class WebSocket(Connection):
         "_decode",
         "_disconnect_read",
         "_encode",
+        "_ended",
         "_got_connect",
         "_lifetime",
         "_peer_close",
         "_reader",
         "_receive",
+        "_received",
         "_receiving",
         "_send",
         "_sends_in_a_row",
+        "_sent",
         "_state",
         "_status",
         "_subprotocol",
@@ -170,6 +174,10 @@ class WebSocket(Connection):
         self._lifetime: Lifetime | None = None  # inside `async with`
         self._reader: Reader | None = None  # made when first needed (servers without status)
         self._user: Any = None
+        # For statistics(): plain ints, so that counting costs nearly nothing per message.
+        self._received = 0
+        self._sent = 0
+        self._ended: tuple[Literal["client", "server"], int] | None = None  # who closed first
 
     @classmethod
     def from_config(
@@ -209,6 +217,18 @@ class WebSocket(Connection):
         self._sync()
         return None if self._peer_close is None else self._peer_close[0]
 
+    def statistics(self) -> WebSocketStatistics:
+        """Messages received and sent so far, and who closed the connection with which
+        code (:class:`~trio_bocaws.WebSocketStatistics`)."""
+        self._sync()
+        ended = self._ended
+        return WebSocketStatistics(
+            messages_received=self._received,
+            messages_sent=self._sent,
+            closed_by=None if ended is None else ended[0],
+            close_code=None if ended is None else ended[1],
+        )
+
     def __repr__(self) -> str:
         path = self._scope.get("path", "?")
         return f"<WebSocket {path!r} {self._state.value}>"
@@ -228,6 +248,8 @@ class WebSocket(Connection):
 
     def _peer_closed(self, close: tuple[int, str]) -> WebSocketDisconnect:
         self._peer_close = close
+        if self._state is WebSocketState.CONNECTED:  # (not after the server's own close)
+            self._ended = ("client", close[0])
         self._state = next_state(self._state, Transition.PEER_CLOSE)
         return WebSocketDisconnect(*close)
 
@@ -396,6 +418,7 @@ class WebSocket(Connection):
             await self._send_or_lost(message)
             if self._state is WebSocketState.CONNECTED:  # (the client may have left meanwhile)
                 self._state = next_state(self._state, Transition.CLOSE)
+                self._ended = ("server", code)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
@@ -490,6 +513,7 @@ class WebSocket(Connection):
             self._receiving = False
         if event["type"] == "websocket.receive":
             self._sends_in_a_row = 0
+            self._received += 1
             lifetime = self._lifetime
             if lifetime is not None:
                 lifetime.message_received()
@@ -583,6 +607,7 @@ class WebSocket(Connection):
             await self._send(message)
         except OSError as exc:
             raise self._lost() from exc
+        self._sent += 1
 
     async def _before_send(self) -> None:
         state = self._sync()
