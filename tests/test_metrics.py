@@ -13,7 +13,11 @@ import pytest
 import trio
 import trio.testing
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    NumberDataPoint,
+)
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from trio_bocaws import (
@@ -51,10 +55,10 @@ def read(reader: InMemoryMetricReader) -> dict[Key, Any]:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    key = (metric.name, frozenset(point.attributes.items()))
+                    key = (metric.name, frozenset((point.attributes or {}).items()))
                     if isinstance(point, HistogramDataPoint):
                         points[key] = (point.count, point.sum)
-                    else:
+                    elif isinstance(point, NumberDataPoint):
                         points[key] = point.value
     return points
 
@@ -97,6 +101,7 @@ async def test_connections_messages_and_how_they_closed(serve: Serve) -> None:
             assert await client.get_message() == "bye"
             with pytest.raises(ConnectionClosed) as closed:
                 await client.get_message()
+            assert closed.value.reason is not None
             assert closed.value.reason.code == 4001
         await until_idle(app)
     points = read(reader)
