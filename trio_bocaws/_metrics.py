@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from ._state import WebSocketState
+
 if TYPE_CHECKING:
     from ._websocket import WebSocket
 
@@ -152,7 +154,7 @@ class ConnectionMetrics:
         if stats.messages_sent:
             metrics.sent.add(stats.messages_sent, attributes)
         if stats.closed_by is None:
-            if not self._refused and ws.state.value == "rejected":
+            if not self._refused and ws.state is WebSocketState.REJECTED:
                 metrics.refused_handshake(VIEW)  # the view (or its block) refused
             return
         closed = {**attributes, "close_code": stats.close_code, "closed_by": stats.closed_by}
