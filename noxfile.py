@@ -50,6 +50,28 @@ def _constraints_with(session: nox.Session, **pins: str) -> str:
     return str(path)
 
 
+# The anycorn version the server-level tests were last run on (docs/deployment.md).
+ANYCORN = "anycorn==0.20.1"
+SERVER_TESTS = (
+    "tests/test_websocket_server.py",
+    "tests/test_core_honesty.py",
+    "tests/test_app.py",
+)
+
+
+@nox.session
+def anycorn(session: nox.Session) -> None:
+    """The server-level WebSocket and App tests on anycorn (hypercorn's AnyIO fork, on Trio)
+    instead of hypercorn: the core without trio_bocaws's hypercorn adapter.
+
+    Tests marked ``needs_hypercorn_adapter`` must fail there (strict xfail); tests of
+    hypercorn as it is are skipped. anycorn is installed here only, never a dependency.
+    """
+    session.install("-e", ".[test]", ANYCORN, *CONSTRAINTS)
+    args = session.posargs or SERVER_TESTS
+    session.run("pytest", *args, env={"TRIO_BOCAWS_TEST_SERVER": "anycorn"})
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
     """The documentation, built with warnings as errors (every reference must resolve)."""

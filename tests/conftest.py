@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -12,7 +13,16 @@ from trio_bocaws import WebSocket, hypercorn_fixes
 from trio_bocaws.testing import Server, start_server
 from trio_bocaws.testing import open_websocket as connect
 
-__all__ = ["Server", "close_code", "close_of", "connect", "websocket_app"]
+__all__ = ["Server", "client_reason", "close_code", "close_of", "connect", "websocket_app"]
+
+# The server the `serve` fixture starts: "hypercorn" (its trio worker with trio_bocaws's
+# adapter, the default) or "anycorn" (anycorn's serve on Trio, without the adapter: `nox -s
+# anycorn`). Read here only.
+TEST_SERVER = os.environ.get("TRIO_BOCAWS_TEST_SERVER", "hypercorn")
+if TEST_SERVER not in ("hypercorn", "anycorn"):
+    raise pytest.UsageError(
+        f"TRIO_BOCAWS_TEST_SERVER={TEST_SERVER!r}: use 'hypercorn' or 'anycorn'"
+    )
 
 Handler = Callable[[WebSocket], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
@@ -39,6 +49,12 @@ def websocket_app(handler: Handler, **options: Any) -> ASGIApp:
     return app
 
 
+def client_reason(reason: str) -> str:
+    """A client's close reason as the app sees it on the test server: anycorn's
+    ``websocket.disconnect`` event carries the code only (the adapter adds the reason)."""
+    return reason if TEST_SERVER == "hypercorn" else ""
+
+
 def close_of(info: ClosedInfo) -> tuple[int, str]:
     """The close code and reason a trio-websocket client saw (no reason is "")."""
     reason = info.value.reason
@@ -61,13 +77,56 @@ def without_hypercorn_fixes() -> Iterator[None]:
         assert hypercorn_fixes.install()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if TEST_SERVER == "hypercorn":
+        return
+    for item in items:
+        if "without_hypercorn_fixes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.skip(reason="tests hypercorn as it is, not anycorn"))
+        marker = item.get_closest_marker("needs_hypercorn_adapter")
+        if marker is not None:
+            # Strict: a test that passes without the adapter loses its marker.
+            why = marker.args[0] if marker.args else "needs trio_bocaws's hypercorn adapter"
+            item.add_marker(pytest.mark.xfail(reason=f"on {TEST_SERVER}: {why}", strict=True))
+
+
+async def start_anycorn(nursery: trio.Nursery, app: ASGIApp, **options: Any) -> Server:
+    """Start ``app`` with anycorn's serve (on Trio, through AnyIO) at 127.0.0.1:0.
+
+    Options set attributes of ``anycorn.Config``, as for hypercorn's in
+    :func:`~trio_bocaws.testing.start_server`.
+    """
+    import anycorn
+
+    config = anycorn.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.graceful_timeout = 2.0
+    for name, value in options.items():
+        if not hasattr(config, name):
+            raise TypeError(f"anycorn's Config has no option {name!r}")
+        setattr(config, name, value)
+    stop, done = trio.Event(), trio.Event()
+
+    # (Trio's task status, which AnyIO takes on the Trio backend: typed Any for that.)
+    async def run(task_status: Any) -> None:
+        try:
+            await anycorn.serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+        finally:
+            done.set()
+
+    binds = await nursery.start(run)
+    return Server(binds[0].replace("http://", "ws://", 1), stop, done)
+
+
 @pytest.fixture
 async def serve(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Awaitable[Server]]]:
-    """Start apps on hypercorn's trio worker at 127.0.0.1:0; each gives its ws:// URL."""
+    """Start apps at 127.0.0.1:0 on the test server (hypercorn's trio worker unless
+    ``TRIO_BOCAWS_TEST_SERVER`` says otherwise); each gives its ws:// URL."""
     servers: list[Server] = []
+    starter = start_anycorn if TEST_SERVER == "anycorn" else start_server
 
     async def start(app: ASGIApp, **hypercorn_options: Any) -> Server:
-        server = await start_server(nursery, app, **hypercorn_options)
+        server = await starter(nursery, app, **hypercorn_options)
         servers.append(server)
         return server
 

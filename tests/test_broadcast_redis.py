@@ -321,13 +321,24 @@ async def test_chat_clients_on_different_workers_see_each_other(redis: RedisServ
                         break
                 assert len(clients) == 2, "every connection went to one worker"
                 first, second = clients.values()
-                # Skip the join notices, then talk across the workers.
+                # Skip who is here and who joined, then talk across the workers.
                 await first.send_message(json.dumps({"text": "across workers"}))
+                ids = []
                 for client in (first, second):
-                    while (message := await _json(client)).get("text") is None:
+                    while "id" not in (message := await _json(client)):
                         pass
-                    assert message["text"] == "across workers"
+                    assert message["message"]["text"] == "across workers"
+                    ids.append(message["id"])
+                assert ids[0] == ids[1]  # one message, one id, in the history every worker reads
                 done.set()
+                # A newcomer on either worker sees it, from the history in Redis.
+                async with connect(f"{server.url}/chat/lobby?user=late") as late:
+                    while "id" not in (message := await _json(late)):
+                        pass
+                    assert message == {
+                        "id": ids[0],
+                        "message": {"user": message["message"]["user"], "text": "across workers"},
+                    }
         assert await server.stop() == 0
 
 

@@ -203,9 +203,11 @@ async def test_chat_example_under_each_command_line(command: list[str]) -> None:
     async with server_process(command) as server:
         with trio.fail_after(TIMEOUT):
             async with connect(server.url + "/chat/lobby?user=ada") as ada:
+                assert json.loads(await ada.get_message()) == {"here": {}}
                 assert json.loads(await ada.get_message()) == {"user": "ada", "joined": True}
                 await ada.send_message('{"text": "hello"}')
-                assert json.loads(await ada.get_message()) == {"user": "ada", "text": "hello"}
+                said = json.loads(await ada.get_message())
+                assert said["message"] == {"user": "ada", "text": "hello"}
             await _shutdown_is_seen_by_clients(server, [server.url + "/chat/den"])
 
 

@@ -219,6 +219,12 @@ async def test_tutorial_chat_test() -> None:
     await snippet("tutorial_test_chat").test_everyone_in_the_room_hears_a_message()
 
 
+async def test_tutorial_typed_chat_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `from typed_chat import app`, as in the tutorial's project directory.
+    monkeypatch.setitem(sys.modules, "typed_chat", snippet("tutorial_typed_chat"))
+    await snippet("tutorial_test_typed_chat").test_messages_are_checked_then_heard()
+
+
 # -- Guide: views --------------------------------------------------------------------------
 
 

@@ -33,31 +33,111 @@ async def test_echo(serve: Serve) -> None:
                 assert await client.get_message() == message
 
 
+async def _said(client: Any, count: int) -> list[tuple[str, str]]:
+    """The next ``count`` things said in the room, as (user, text), skipping who comes and
+    goes; each must carry its id."""
+    said: list[tuple[str, str]] = []
+    while len(said) < count:
+        message = await _json(client)
+        if "id" in message:
+            assert isinstance(message["id"], str)
+            said.append((message["message"]["user"], message["message"]["text"]))
+    return said
+
+
+async def _said_with_ids(client: Any, count: int) -> list[tuple[str, str]]:
+    said: list[tuple[str, str]] = []
+    while len(said) < count:
+        message = await _json(client)
+        if "id" in message:
+            said.append((message["id"], message["message"]["text"]))
+    return said
+
+
 async def test_chat_room_delivers_to_everyone_in_it_and_no_one_else(serve: Serve) -> None:
     server = await serve(chat.app)
     with trio.fail_after(TIMEOUT):
-        async with connect(server.url + "/chat/lobby?user=ada") as ada:
+        async with connect(server.url + "/chat/plaza?user=ada") as ada:
+            assert await _json(ada) == {"here": {}}
             assert await _json(ada) == {"user": "ada", "joined": True}
-            async with connect(server.url + "/chat/lobby?user=bob") as bob:
+            async with connect(server.url + "/chat/plaza?user=bob") as bob:
+                assert await _json(bob) == {"here": {"ada": 1}}
                 assert await _json(bob) == {"user": "bob", "joined": True}
                 assert await _json(ada) == {"user": "bob", "joined": True}
                 async with connect(server.url + "/chat/den?user=eve") as eve:
+                    assert await _json(eve) == {"here": {}}
                     assert await _json(eve) == {"user": "eve", "joined": True}
                     await ada.send_message(json.dumps({"text": "hi all"}))
-                    assert await _json(ada) == {"user": "ada", "text": "hi all"}
-                    assert await _json(bob) == {"user": "ada", "text": "hi all"}
+                    said = await _json(ada)
+                    assert said == {"id": ANY_TEXT, "message": {"user": "ada", "text": "hi all"}}
+                    assert await _json(bob) == said
                     await eve.send_message(json.dumps({"text": "anyone?"}))
-                    assert await _json(eve) == {"user": "eve", "text": "anyone?"}
+                    assert await _said(eve, 1) == [("eve", "anyone?")]
             assert await _json(ada) == {"user": "bob", "left": True}
-    assert chat.hub.room("lobby").members == 0
+    assert chat.hub.room("plaza").members == 0
     assert chat.hub.room("den").members == 0
+
+
+async def test_chat_newcomers_see_the_latest_messages_then_the_live_ones(
+    serve: Serve,
+) -> None:
+    server = await serve(chat.app)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/chat/news?user=ada") as ada:
+            for number in range(chat.RECENT + 5):
+                await ada.send_message(json.dumps({"text": f"m{number}"}))
+            await _said(ada, chat.RECENT + 5)
+            async with connect(server.url + "/chat/news?user=bob") as bob:
+                assert await _json(bob) == {"here": {"ada": 1}}
+                # The latest RECENT, oldest first; then what is said next.
+                recent = [("ada", f"m{n}") for n in range(5, chat.RECENT + 5)]
+                assert await _said(bob, chat.RECENT) == recent
+                await ada.send_message(json.dumps({"text": "and now"}))
+                assert await _said(bob, 1) == [("ada", "and now")]
+
+
+async def test_chat_page_that_reconnects_with_its_last_id_misses_nothing_twice(
+    serve: Serve,
+) -> None:
+    server = await serve(chat.app)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/chat/resume?user=ada") as ada:
+            async with connect(server.url + "/chat/resume?user=bob") as bob:
+                await ada.send_message(json.dumps({"text": "one"}))
+                [(last_id, text)] = await _said_with_ids(bob, 1)
+                assert text == "one"
+            # bob is away: ada goes on.
+            for text in ("two", "three"):
+                await ada.send_message(json.dumps({"text": text}))
+            await _said(ada, 3)
+            async with connect(server.url + f"/chat/resume?user=bob&since={last_id}") as bob:
+                assert await _json(bob) == {"here": {"ada": 1}}
+                assert [text for _, text in await _said_with_ids(bob, 2)] == ["two", "three"]
+                await ada.send_message(json.dumps({"text": "four"}))
+                # Nothing twice: the next thing said is the live one.
+                assert [text for _, text in await _said_with_ids(bob, 1)] == ["four"]
+
+
+async def test_chat_tells_a_page_too_far_behind_to_resync(serve: Serve) -> None:
+    server = await serve(chat.app)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/chat/gap?user=ada") as ada:
+            await ada.send_message(json.dumps({"text": "kept"}))
+            await _said(ada, 1)
+            # An id older than what the room keeps, and one that is no id at all.
+            for since in ("1-0", "garbage"):
+                async with connect(server.url + f"/chat/gap?user=bob&since={since}") as bob:
+                    assert await _json(bob) == {"here": {"ada": 1}}
+                    assert await _json(bob) == {"resync": True}
+                    assert await _said(bob, 1) == [("ada", "kept")]
 
 
 async def test_chat_reports_bad_messages_to_the_sender(serve: Serve) -> None:
     server = await serve(chat.app)
     with trio.fail_after(TIMEOUT):
-        async with connect(server.url + "/chat/lobby?user=ada") as ada:
-            await ada.get_message()
+        async with connect(server.url + "/chat/typos?user=ada") as ada:
+            assert await _json(ada) == {"here": {}}
+            assert await _json(ada) == {"user": "ada", "joined": True}
             await ada.send_message(json.dumps({"txt": "typo"}))
             assert await _json(ada) == {"error": 'send {"text": "..."}'}
 

@@ -1,9 +1,10 @@
 """The WebSocket class: Bocadillo's API over an ASGI connection, Trio-native.
 
-The class is the seed's API over three small pieces: the state machine
-(:mod:`trio_bocaws._state`), the codecs (:mod:`trio_bocaws._codecs`) and the block's
-lifetime (:mod:`trio_bocaws._lifetime`). Each method checks the state, awaits the server's
-``receive`` or ``send``, and records the transition.
+The class is the seed's API over small pieces: the state and the ASGI stream (its base,
+:mod:`trio_bocaws._stream`, over the transition table of :mod:`trio_bocaws._state`), the
+handshake's answer (:mod:`trio_bocaws._handshake`), the codecs (:mod:`trio_bocaws._codecs`)
+and the block's lifetime (:mod:`trio_bocaws._lifetime`). Each method checks the state,
+awaits the server's ``receive`` or ``send``, and records the transition.
 
 Honest at every call: with a server that reports how its stream ended
 (:mod:`trio_bocaws._stream_status`, as trio_bocaws's hypercorn adapter does), :attr:`state`
@@ -16,9 +17,9 @@ that does not, see :mod:`trio_bocaws._reader`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -34,22 +35,17 @@ from ._codecs import (
     text_of,
 )
 from ._config import WebSocketConfig
-from ._connection import Connection
 from ._errors import WebSocketDisconnect, WebSocketStateError
+from ._handshake import Handshake
 from ._lifetime import Lifetime
-from ._reader import Reader
-from ._refusal import Refusal, refusal_events
 from ._state import Transition, WebSocketState, next_state
-from ._statistics import WebSocketStatistics
-from ._stream_status import StreamStatus, stream_status_of
+from ._stream import Stream
 from ._typed import codec_for
 from ._validation import (
     HeadersLike,
-    validate_accept_headers,
     validate_close_code,
     validate_close_reason,
     validate_reject_status,
-    validate_subprotocol,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +61,7 @@ Send = Callable[[Any], Awaitable[None]]
 _DEFAULT_CONFIG: Final = WebSocketConfig()
 
 
-class WebSocket(Connection):
+class WebSocket(Stream):
     """A WebSocket connection, as in Bocadillo, for Trio.
 
     Args:
@@ -96,27 +92,7 @@ class WebSocket(Connection):
     the block quietly.
     """
 
-    __slots__ = (
-        "_answering",
-        "_decode",
-        "_disconnect_read",
-        "_encode",
-        "_ended",
-        "_got_connect",
-        "_lifetime",
-        "_peer_close",
-        "_reader",
-        "_receive",
-        "_received",
-        "_receiving",
-        "_send",
-        "_sends_in_a_row",
-        "_sent",
-        "_state",
-        "_status",
-        "_subprotocol",
-        "_user",
-    )
+    __slots__ = ("_encode", "_handshake", "_subprotocol", "_user")
 
     def __init__(
         self,
@@ -146,38 +122,22 @@ class WebSocket(Connection):
             send_type=send_type,
             caught_close_codes=caught_close_codes,
         )
-        super().__init__(scope, config)
-        self._receive = receive
-        self._send = send
         receive_type, send_type = config.receive_type, config.send_type
         # A str is one of the four value types; anything else is typed messages (validated
         # by the config), whose codec is built once per type and shared.
         if type(receive_type) is str:
-            self._decode = DECODERS[receive_type]
+            decode = DECODERS[receive_type]
         else:
-            self._decode = codec_for(receive_type, config.converter).decode
+            decode = codec_for(receive_type, config.converter).decode
+        super().__init__(scope, config, receive, send, decode)
         if type(send_type) is str:
             self._encode = ENCODERS[send_type]
         else:
             self._encode = codec_for(send_type, config.converter).encode
-        self._state = WebSocketState.CONNECTING
-        # The client's close code and reason, once known.
-        self._peer_close: tuple[int, str] | None = None
-        # The server's report on the stream, if it gives one (None: see _reader.py).
-        self._status: StreamStatus | None = stream_status_of(scope)
-        self._got_connect = False  # the "websocket.connect" event was taken
-        self._disconnect_read = False  # the "websocket.disconnect" event was taken
-        self._answering: trio.Event | None = None  # set while a task answers the handshake
+        # Until the handshake is answered (None after: an idle connection does not keep it).
+        self._handshake: Handshake | None = Handshake(scope, receive, send)
         self._subprotocol: str | None = None
-        self._receiving = False  # a task is inside receive()
-        self._sends_in_a_row = 0  # since the last message received (servers without status)
-        self._lifetime: Lifetime | None = None  # inside `async with`
-        self._reader: Reader | None = None  # made when first needed (servers without status)
         self._user: Any = None
-        # For statistics(): plain ints, so that counting costs nearly nothing per message.
-        self._received = 0
-        self._sent = 0
-        self._ended: tuple[Literal["client", "server"], int] | None = None  # who closed first
 
     @classmethod
     def from_config(
@@ -217,96 +177,30 @@ class WebSocket(Connection):
         self._sync()
         return None if self._peer_close is None else self._peer_close[0]
 
-    def statistics(self) -> WebSocketStatistics:
-        """Messages received and sent so far, and who closed the connection with which
-        code (:class:`~trio_bocaws.WebSocketStatistics`)."""
-        self._sync()
-        ended = self._ended
-        return WebSocketStatistics(
-            messages_received=self._received,
-            messages_sent=self._sent,
-            closed_by=None if ended is None else ended[0],
-            close_code=None if ended is None else ended[1],
-        )
-
     def __repr__(self) -> str:
         path = self._scope.get("path", "?")
         return f"<WebSocket {path!r} {self._state.value}>"
 
-    # -- State -------------------------------------------------------------------------
-
-    def _sync(self) -> WebSocketState:
-        """The state, after taking in what the server reports about the stream."""
-        status = self._status
-        if status is not None and self._peer_close is None and status.close is not None:
-            self._peer_closed(status.close)
-        return self._state
-
-    def _check(self, transition: Transition) -> WebSocketState:
-        """Raise unless ``transition`` is allowed now; return where it leads."""
-        return next_state(self._sync(), transition, self._peer_close)
-
-    def _peer_closed(self, close: tuple[int, str]) -> WebSocketDisconnect:
-        self._peer_close = close
-        if self._state is WebSocketState.CONNECTED:  # (not after the server's own close)
-            self._ended = ("client", close[0])
-        self._state = next_state(self._state, Transition.PEER_CLOSE)
-        return WebSocketDisconnect(*close)
-
-    def _disconnect_event(self, event: Event) -> WebSocketDisconnect:
-        """Take in the ``websocket.disconnect`` event that receive() got."""
-        if event["type"] != "websocket.disconnect":
-            raise WebSocketStateError(f"unexpected ASGI event {event['type']!r} from the server")
-        self._disconnect_read = True
-        return self._disconnect_seen(event)
-
-    def _disconnect_seen(self, event: Event) -> WebSocketDisconnect:
-        """Take in the client's close from a disconnect event (the reader's, still to be
-        received after the messages before it, or receive()'s own)."""
-        code = event.get("code")
-        return self._peer_closed((1005 if code is None else int(code), event.get("reason") or ""))
-
-    async def _send_or_lost(self, message: Event) -> None:
-        try:
-            await self._send(message)
-        except OSError as exc:
-            raise self._lost() from exc
-
-    def _lost(self) -> WebSocketDisconnect:
-        # ASGI 2.4: a server raises OSError for a send on a connection that is gone. The
-        # stream status, if any, has the client's code; else the connection was lost.
-        status = self._status
-        close = status.close if status is not None else None
-        return self._peer_closed(close or self._peer_close or (1006, ""))
-
     # -- The handshake -----------------------------------------------------------------
 
-    async def _receive_connect(self) -> None:
-        # ASGI opens every WebSocket with "websocket.connect"; take it before answering.
-        if not self._got_connect:
-            event = await self._receive()
-            self._got_connect = True
-            if event["type"] != "websocket.connect":
-                raise self._disconnect_event(event)
-
-    @contextlib.asynccontextmanager
-    async def _answering_handshake(self, transition: Transition) -> Any:
-        # Only one task answers; another task's auto-accept waits for its outcome instead
-        # of sending a second answer (which hypercorn refuses).
-        if self._answering is not None:
-            raise WebSocketStateError(
-                f"cannot {transition.value}: another task is answering the handshake"
-            )
+    def _check_handshake(self, transition: Transition) -> Handshake:
         self._check(transition)
-        self._answering = answering = trio.Event()
+        handshake = self._handshake
+        assert handshake is not None  # (kept while the state is CONNECTING)
+        return handshake
+
+    async def _answer(self, transition: Transition, messages: Sequence[Event]) -> None:
+        """Answer the handshake with ``messages``; the state moves on once they went out."""
+        handshake = self._check_handshake(transition)
         try:
-            await self._receive_connect()
-            yield
-            if self._state is WebSocketState.CONNECTING:  # (the client may have left since)
-                self._state = next_state(self._state, transition)
-        finally:
-            self._answering = None
-            answering.set()
+            gone = await handshake.answer(messages, transition.value)
+        except OSError as exc:
+            raise self._lost() from exc
+        if gone is not None:
+            raise self._disconnect_event(gone)
+        if self._state is WebSocketState.CONNECTING:  # (the client may have left since)
+            self._state = next_state(self._state, transition)
+        self._handshake = None
 
     async def accept(
         self,
@@ -326,15 +220,10 @@ class WebSocket(Connection):
             WebSocketStateError: The connection was already accepted, rejected or closed.
             WebSocketDisconnect: The client left before the handshake was answered.
         """
-        self._check(Transition.ACCEPT)
-        chosen = validate_subprotocol(subprotocol, self.subprotocols)
-        extra = validate_accept_headers(headers)
-        message: Event = {"type": "websocket.accept", "subprotocol": chosen}
-        if extra:
-            message["headers"] = extra
-        async with self._answering_handshake(Transition.ACCEPT):
-            await self._send_or_lost(message)
-        self._subprotocol = chosen
+        handshake = self._check_handshake(Transition.ACCEPT)
+        message = handshake.acceptance(subprotocol, headers)
+        await self._answer(Transition.ACCEPT, [message])
+        self._subprotocol = message["subprotocol"]
 
     async def reject(
         self,
@@ -358,16 +247,13 @@ class WebSocket(Connection):
         if self._sync() is WebSocketState.CONNECTED:
             await self.close(1008)
             return
-        self._check(Transition.REJECT)
-        events = refusal_events(self._scope, Refusal(status, body, headers))
-        async with self._answering_handshake(Transition.REJECT):
-            for event in events:
-                await self._send_or_lost(event)
+        handshake = self._check_handshake(Transition.REJECT)
+        await self._answer(Transition.REJECT, handshake.refusal(status, body, headers))
 
     async def _auto_accept(self, action: Transition) -> None:
         if not self._config.auto_accept:
             self._check(action)  # raises: the application must accept first
-        answering = self._answering
+        answering = None if self._handshake is None else self._handshake.answering
         if answering is None:
             await self.accept()
             return
@@ -418,7 +304,7 @@ class WebSocket(Connection):
             await self._send_or_lost(message)
             if self._state is WebSocketState.CONNECTED:  # (the client may have left meanwhile)
                 self._state = next_state(self._state, Transition.CLOSE)
-                self._ended = ("server", code)
+                self._closed_first = ("server", code)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
@@ -445,7 +331,8 @@ class WebSocket(Connection):
             WebSocketDisconnect: The client has gone (the ``websocket.disconnect`` event is
                 turned into this, with its code and reason).
         """
-        return await self._receive_message()
+        event: Event = await self._receive_message()
+        return event
 
     async def receive_text(self) -> str:
         """Receive a text message.
@@ -482,43 +369,11 @@ class WebSocket(Connection):
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
-        # Caught close codes end the iteration.
-        try:
-            return self._decode(await self._receive_message())
-        except WebSocketDisconnect as exc:
-            if exc.code in self._config.caught_close_codes:
-                raise StopAsyncIteration from None
-            raise
-
-    async def _receive_message(self) -> Event:
-        status = self._status
-        if self._state is not WebSocketState.CONNECTED or (
-            status is not None and status.close is not None
-        ):
-            await self._before_receive()
-        if self._receiving:
-            raise trio.BusyResourceError(
-                "another task is already receiving on this WebSocket; "
-                "receive from one task and pass messages on"
-            )
-        self._receiving = True
-        try:
-            reader = self._reader
-            if reader is None or not reader.holds_events:
-                event: Event = await self._receive()
-            else:
-                event = await self._read_from(reader)
-        finally:
-            self._receiving = False
-        if event["type"] == "websocket.receive":
-            self._sends_in_a_row = 0
-            self._received += 1
-            lifetime = self._lifetime
-            if lifetime is not None:
-                lifetime.message_received()
-            return event
-        raise self._disconnect_event(event)
+    def __anext__(self) -> Awaitable[Any]:
+        # A plain method returning the receive's coroutine, not a coroutine of its own: an
+        # idle connection waits in `async for`, and every frame on that stack stays
+        # allocated for the connection's life (about 220 bytes each).
+        return self._receive_message(iterating=True)
 
     async def _before_receive(self) -> None:
         state = self._sync()
@@ -527,12 +382,6 @@ class WebSocket(Connection):
         elif state is not WebSocketState.DISCONNECTED or self._disconnect_read:
             self._check(Transition.RECEIVE)  # raises
         # Else the client has gone, and what it sent before is still to be received.
-
-    async def _read_from(self, reader: Reader) -> Event:
-        try:
-            return await reader.get()
-        except Exception as exc:
-            raise WebSocketStateError("the server's receive() failed") from exc
 
     # -- Sending -----------------------------------------------------------------------
 
@@ -599,16 +448,6 @@ class WebSocket(Connection):
         else:
             await self._send_message(encode(message))
 
-    async def _send_message(self, message: Event) -> None:
-        status = self._status
-        if self._state is not WebSocketState.CONNECTED or status is None or status.close:
-            await self._before_send()
-        try:
-            await self._send(message)
-        except OSError as exc:
-            raise self._lost() from exc
-        self._sent += 1
-
     async def _before_send(self) -> None:
         state = self._sync()
         if state is WebSocketState.CONNECTING:
@@ -617,25 +456,6 @@ class WebSocket(Connection):
             self._check(Transition.SEND)  # raises
         if self._status is None:
             await self._before_unreported_send()
-
-    async def _before_unreported_send(self) -> None:
-        # The server does not report closes (see _reader.py). From the second send in a
-        # row: a checkpoint, since such a server may drop a send without one and a loop
-        # that only sends would starve every other task; and inside `async with`, a
-        # reader, so that the disconnect is seen.
-        self._sends_in_a_row += 1
-        if self._sends_in_a_row < 2:
-            return
-        lifetime = self._lifetime
-        if lifetime is not None and not self._receiving:
-            reader = self._reader
-            if reader is None:
-                self._reader = reader = Reader(
-                    self._receive, self._config.max_buffered_messages, self._disconnect_seen
-                )
-            reader.start(lifetime.nursery)
-        await trio.lowlevel.checkpoint()
-        self._check(Transition.SEND)  # the client may have gone meanwhile
 
     # -- The connection's block: async with ---------------------------------------------
 
