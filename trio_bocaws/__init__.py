@@ -35,7 +35,6 @@ from ._routing import WebSocketRoute as WebSocketRoute
 from ._serve import ServerConfig as ServerConfig
 from ._serve import run as run
 from ._serve import serve as serve
-from ._statistics import WebSocketStatistics as WebSocketStatistics
 from ._typed import TypedMessages as TypedMessages
 from ._typed import message_converter as message_converter
 from ._websocket import WebSocket as WebSocket
@@ -78,7 +77,6 @@ __all__ = [
     "WebSocketRoute",
     "WebSocketState",
     "WebSocketStateError",
-    "WebSocketStatistics",
     "handles",
     "message_converter",
     "run",

@@ -369,6 +369,8 @@ class App:
                     # auto_accept the handshake is answered on first use, so the view can
                     # still reject() before it sends or receives.
                     await enter_block(ws)
+                    if metered is not None:
+                        metered.count(ws)
                     try:
                         await route.view(ws, **arguments)
                     except BaseException as exc:

@@ -4,9 +4,10 @@ Off by default, and then nothing here runs and :mod:`opentelemetry` is never imp
 the App keeps ``None`` instead of a :class:`Metrics`, and each hook is one ``is not None``
 test per connection (or per refused handshake, or per dropped room message).
 
-Per message there is no OpenTelemetry call either way. A WebSocket counts its messages in
-two plain ints (:meth:`~trio_bocaws.WebSocket.statistics`), and the message counters get
-each connection's totals when it ends: an SDK ``Counter.add`` costs about 4 us, two per
+Per message there is no OpenTelemetry call either way. With metrics on, a connection's
+block (:class:`~trio_bocaws._lifetime.Lifetime`) holds a :class:`ConnectionMetrics` that
+counts its messages in two plain ints, and the message counters get each connection's
+totals when it ends: an SDK ``Counter.add`` costs about 4 us, two per
 echoed message would add about 5% to the per-message path, where the ints add nothing
 measurable (``benchmarks/README.md``). So ``trio_bocaws.messages.*`` advance when
 connections close.
@@ -15,14 +16,12 @@ connections close.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import trio
 
 from ._state import WebSocketState
-
-if TYPE_CHECKING:
-    from ._websocket import WebSocket
+from ._websocket import WebSocket, lifetime_of
 
 __all__ = ["ConnectionMetrics", "Metrics", "metrics_from"]
 
@@ -131,32 +130,56 @@ class Metrics:
 class ConnectionMetrics:
     """One connection's share of the metrics, from its route to its end."""
 
-    __slots__ = ("_attributes", "_metrics", "_opened", "_refused")
+    __slots__ = (
+        "_attributes",
+        "_close_code",
+        "_closed_by",
+        "_metrics",
+        "_opened",
+        "_refused",
+        "received",
+        "sent",
+    )
 
     def __init__(self, metrics: Metrics, attributes: dict[str, str]) -> None:
         self._metrics = metrics
         self._attributes = attributes
         self._opened = trio.current_time()
         self._refused = False
+        self.received = 0  # counted by the connection's Lifetime and Stream
+        self.sent = 0
+        self._closed_by: str | None = None
+        self._close_code = 0
+
+    def closed(self, side: str, code: int) -> None:
+        """The first close: ``side`` (``"client"`` or ``"server"``) with ``code``."""
+        if self._closed_by is None:
+            self._closed_by, self._close_code = side, code
 
     def refused_by_authenticate(self) -> None:
         self._refused = True
         self._metrics.refused_handshake(AUTH)
+
+    def count(self, ws: WebSocket) -> None:
+        """Have the connection's block count its messages and its close here."""
+        lifetime = lifetime_of(ws)
+        if lifetime is not None:
+            lifetime.metrics = self
 
     def ended(self, ws: WebSocket) -> None:
         """The App is done with the connection: record how it went."""
         metrics = self._metrics
         attributes = self._attributes
         metrics.active.add(-1, attributes)
-        stats = ws.statistics()
-        if stats.messages_received:
-            metrics.received.add(stats.messages_received, attributes)
-        if stats.messages_sent:
-            metrics.sent.add(stats.messages_sent, attributes)
-        if stats.closed_by is None:
-            if not self._refused and ws.state is WebSocketState.REJECTED:
+        if self.received:
+            metrics.received.add(self.received, attributes)
+        if self.sent:
+            metrics.sent.add(self.sent, attributes)
+        state = ws.state  # (takes in a close the server reported since)
+        if self._closed_by is None:
+            if not self._refused and state is WebSocketState.REJECTED:
                 metrics.refused_handshake(VIEW)  # the view (or its block) refused
             return
-        closed = {**attributes, "close_code": stats.close_code, "closed_by": stats.closed_by}
+        closed = {**attributes, "close_code": self._close_code, "closed_by": self._closed_by}
         metrics.closed.add(1, closed)
         metrics.duration.record(trio.current_time() - self._opened, attributes)

@@ -12,7 +12,7 @@ WebSocket's: ``Stream._before_receive`` and ``Stream._before_send``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
@@ -23,7 +23,6 @@ from ._errors import WebSocketDisconnect, WebSocketStateError
 from ._lifetime import Lifetime
 from ._reader import Reader
 from ._state import Transition, WebSocketState, next_state
-from ._statistics import WebSocketStatistics
 from ._stream_status import StreamStatus, stream_status_of
 
 __all__ = ["Stream"]
@@ -33,18 +32,15 @@ class Stream(Connection):
     """The state of a WebSocket connection and its ASGI stream; see the module docstring."""
 
     __slots__ = (
-        "_closed_first",
         "_decode",
         "_disconnect_read",
         "_lifetime",
         "_peer_close",
         "_reader",
         "_receive",
-        "_received",
         "_receiving",
         "_send",
         "_sends_in_a_row",
-        "_sent",
         "_state",
         "_status",
     )
@@ -71,10 +67,6 @@ class Stream(Connection):
         self._sends_in_a_row = 0  # since the last message received (servers without status)
         self._lifetime: Lifetime | None = None  # inside `async with`
         self._reader: Reader | None = None  # made when first needed (servers without status)
-        # For statistics(): plain ints, so that counting costs nearly nothing per message.
-        self._received = 0
-        self._sent = 0
-        self._closed_first: tuple[Literal["client", "server"], int] | None = None
 
     async def _before_receive(self) -> None:
         """Called before a receive unless the connection is open and the client there."""
@@ -83,18 +75,6 @@ class Stream(Connection):
     async def _before_send(self) -> None:
         """Called before a send unless the connection is open and reported on."""
         raise NotImplementedError
-
-    def statistics(self) -> WebSocketStatistics:
-        """Messages received and sent so far, and who closed the connection with which
-        code (:class:`~trio_bocaws.WebSocketStatistics`)."""
-        self._sync()
-        closed = self._closed_first
-        return WebSocketStatistics(
-            messages_received=self._received,
-            messages_sent=self._sent,
-            closed_by=None if closed is None else closed[0],
-            close_code=None if closed is None else closed[1],
-        )
 
     # -- State -------------------------------------------------------------------------
 
@@ -111,8 +91,9 @@ class Stream(Connection):
 
     def _peer_closed(self, close: tuple[int, str]) -> WebSocketDisconnect:
         self._peer_close = close
-        if self._state is WebSocketState.CONNECTED:  # (not after the server's own close)
-            self._closed_first = ("client", close[0])
+        lifetime = self._lifetime
+        if lifetime is not None and self._state is WebSocketState.CONNECTED:
+            lifetime.closed_by("client", close[0])  # (not after the server's own close)
         self._state = next_state(self._state, Transition.PEER_CLOSE)
         return WebSocketDisconnect(*close)
 
@@ -171,7 +152,6 @@ class Stream(Connection):
             self._receiving = False
         if event["type"] == "websocket.receive":
             self._sends_in_a_row = 0
-            self._received += 1
             lifetime = self._lifetime
             if lifetime is not None:
                 lifetime.message_received()
@@ -200,7 +180,9 @@ class Stream(Connection):
             await self._send(message)
         except OSError as exc:
             raise self._lost() from exc
-        self._sent += 1
+        lifetime = self._lifetime
+        if lifetime is not None and lifetime.metrics is not None:
+            lifetime.metrics.sent += 1
 
     async def _before_unreported_send(self) -> None:
         # The server does not report closes (see _reader.py). From the second send in a
