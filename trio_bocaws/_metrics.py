@@ -2,7 +2,7 @@
 
 Off by default, and then nothing here runs and :mod:`opentelemetry` is never imported:
 the App keeps ``None`` instead of a :class:`Metrics`, and each hook is one ``is not None``
-test per connection (or per refused handshake, or per dropped room message).
+test (per connection, refused handshake, dropped room message, and message).
 
 Per message there is no OpenTelemetry call either way. With metrics on, a connection's
 block (:class:`~trio_bocaws._lifetime.Lifetime`) holds a :class:`ConnectionMetrics` that
