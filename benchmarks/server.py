@@ -8,6 +8,9 @@ KIND is one of:
   the fixes' cost from the WebSocket class's.
 - ``trio_bocaws``: a :class:`trio_bocaws.App` echo view, served by :func:`trio_bocaws.serve`
   (what ``python -m trio_bocaws`` runs).
+- ``trio_bocaws+metrics``: the same, with metrics on: ``App(metrics=...)`` with an
+  OpenTelemetry SDK meter provider and a reader (``InMemoryMetricReader``; nothing reads
+  it during the run, as a Prometheus endpoint between scrapes).
 - ``starlette``: a Starlette app with a WebSocket route, on hypercorn's trio worker.
 - ``trio-websocket``: trio-websocket's own server, ``trio_websocket.serve_websocket``.
 - ``websockets-trio``: the websockets library's Trio server, ``websockets.trio.server.serve``
@@ -57,7 +60,15 @@ from typing import Any
 
 import trio
 
-KINDS = ("bare", "bare+fixes", "trio_bocaws", "starlette", "trio-websocket", "websockets-trio")
+KINDS = (
+    "bare",
+    "bare+fixes",
+    "trio_bocaws",
+    "trio_bocaws+metrics",
+    "starlette",
+    "trio-websocket",
+    "websockets-trio",
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -90,7 +101,7 @@ async def bare_app(scope: Scope, receive: Receive, send: Send) -> None:
                 return
 
 
-def trio_bocaws_app() -> Any:
+def trio_bocaws_app(metrics: bool = False) -> Any:
     import attrs
 
     import trio_bocaws
@@ -98,7 +109,14 @@ def trio_bocaws_app() -> Any:
     # No connection cap (the other servers have none) where this version has one.
     fields = attrs.fields_dict(trio_bocaws.AppConfig)
     config = trio_bocaws.AppConfig(max_connections=None) if "max_connections" in fields else None
-    app = trio_bocaws.App(config=config)
+    if metrics:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        app = trio_bocaws.App(config=config, metrics=provider)
+    else:
+        app = trio_bocaws.App(config=config)
 
     @app.websocket_route("/echo")
     async def echo(ws: trio_bocaws.WebSocket) -> None:
@@ -211,13 +229,13 @@ async def start_server(
 
         nursery.start_soon(stop_websockets_on_trigger)
         return int(ws_server.listeners[0].socket.getsockname()[1])
-    if kind == "trio_bocaws":
+    if kind in ("trio_bocaws", "trio_bocaws+metrics"):
         import trio_bocaws
 
         urls = await nursery.start(
             partial(
                 trio_bocaws.serve,
-                trio_bocaws_app(),
+                trio_bocaws_app(metrics=kind == "trio_bocaws+metrics"),
                 trio_bocaws.ServerConfig(
                     bind=(f"127.0.0.1:{port}",), log_level="warning", **runner_gc_options()
                 ),

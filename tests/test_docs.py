@@ -1703,3 +1703,56 @@ async def test_rooms_history_resume_and_presence() -> None:
             async with client.websocket_connect("/rooms/lobby?user=eve&since=1-0") as eve:
                 assert await eve.receive_json() == {"resync": True}
                 assert [(await eve.receive_json())["message"] for _ in range(3)] == said
+
+
+# -- deployment.md: metrics ------------------------------------------------------------------
+
+
+async def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """GET /metrics over HTTP, as Prometheus scrapes: each sample of trio_bocaws's, by name
+    and labels (without the otel_scope_* labels the exporter adds)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(f"GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        response = b""
+        while chunk := await stream.receive_some():
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"200", head
+    samples = {}
+    for family in text_string_to_metric_families(body.decode("utf-8")):
+        for sample in family.samples:
+            if sample.name.startswith("trio_bocaws_"):
+                labels = {k: v for k, v in sample.labels.items() if not k.startswith("otel_")}
+                samples[sample.name, frozenset(labels.items())] = sample.value
+    return samples
+
+
+async def test_deployment_metrics_scraped_by_prometheus() -> None:
+    """deployment.md's Prometheus endpoint, served beside the WebSocket routes, scraped."""
+    metered = snippet("deployment_metrics")
+    echo = frozenset({("route", "/echo")})
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with testing.serving(metered.app) as server:
+                async with open_websocket(server.url + "/echo") as ws:
+                    for text in ["one", "two"]:
+                        await ws.send_message(text)
+                        assert await ws.get_message() == text
+                    during = await _scrape(server.url)
+                    await ws.aclose(1000)
+                while metered.app.connections:  # noqa: ASYNC110 (ends in the same step)
+                    await trio.sleep(0.01)
+                after = await _scrape(server.url)
+    finally:
+        metered.provider.shutdown()  # takes the reader out of prometheus_client's registry
+    assert during["trio_bocaws_connections_active", echo] == 1
+    assert after["trio_bocaws_connections_active", echo] == 0
+    closed = echo | {("close_code", "1000"), ("closed_by", "client")}
+    assert after["trio_bocaws_connections_closed_total", closed] == 1
+    assert after["trio_bocaws_messages_received_total", echo] == 2
+    assert after["trio_bocaws_messages_sent_total", echo] == 2
+    assert after["trio_bocaws_connection_duration_seconds_count", echo] == 1

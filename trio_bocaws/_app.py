@@ -13,8 +13,9 @@ import attrs
 import cattrs
 import trio
 
+from . import _metrics
 from ._asyncapi import AsyncAPIConfig, asyncapi_document, serve_document
-from ._broadcast import Broadcast, BroadcastError
+from ._broadcast import Broadcast, BroadcastError, count_drops
 from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
 from ._endpoint import WebSocketEndpoint, view_of
@@ -142,6 +143,13 @@ class App:
             :func:`~trio_bocaws.message_converter`'s).
         asyncapi: Serve the app's AsyncAPI document over HTTP, as
             :class:`~trio_bocaws.AsyncAPIConfig` says.
+        metrics: Record OpenTelemetry metrics (the ``metrics`` extra): ``True`` for the
+            global meter provider, or a ``MeterProvider`` to use. Off by default, and
+            then OpenTelemetry is not even imported. See :doc:`/deployment`.
+
+    Raises:
+        ImportError: ``metrics`` is on and ``opentelemetry-api`` is not installed.
+        TypeError: ``metrics`` is neither a bool nor a meter provider.
     """
 
     def __init__(
@@ -153,6 +161,7 @@ class App:
         broadcast: Broadcast | None = None,
         converter: cattrs.BaseConverter | None = None,
         asyncapi: AsyncAPIConfig | None = None,
+        metrics: Any = False,
     ):
         self._http_app = http_app or _not_found
         self._wrapped = http_app  # whose lifespan runs inside ours
@@ -173,6 +182,9 @@ class App:
             )
         self._authenticate = _check_hook(authenticate)
         self._broadcast = broadcast
+        self._metrics = _metrics.metrics_from(metrics)
+        if broadcast is not None and self._metrics is not None:
+            count_drops(broadcast, self._metrics)
         self._router = Router()
         self._startup: list[Callback] = []
         self._shutdown: list[Callback] = []
@@ -375,18 +387,27 @@ class App:
                 return
             route, arguments = self._admit(scope)
             if route is None:
+                if self._metrics is not None:
+                    self._metrics.refused_handshake(arguments.cause)
                 await send_refusal(scope, receive, send, arguments)
                 return
             ws = WebSocket.from_config(scope, receive, send, route.config)
             self._connections += 1
+            metered = None
+            if self._metrics is not None:
+                metered = self._metrics.connection_opened(route.pattern)
             try:
                 if not await self._authenticated(ws, route):
+                    if metered is not None:
+                        metered.refused_by_authenticate()
                     return
                 try:
                     # `async with ws`, spelled out, without the accept on entry: with
                     # auto_accept the handshake is answered on first use, so the view can
                     # still reject() before it sends or receives.
                     await enter_block(ws)
+                    if metered is not None:
+                        metered.count(ws)
                     try:
                         await route.view(ws, **arguments)
                     except BaseException as exc:
@@ -398,6 +419,8 @@ class App:
                     self._report(exc, route)
             finally:
                 self._connections -= 1
+                if metered is not None:
+                    metered.ended(ws)
         elif scope["type"] == "http":
             if self._router.match(_route_path(scope)) is None:
                 await self._http_app(scope, receive, send)
@@ -413,7 +436,9 @@ class App:
         cap = config.max_connections
         if cap is not None and self._connections >= cap:
             logger.warning("refused a WebSocket handshake: max_connections=%d are open", cap)
-            return None, Refusal(503, "the server is at capacity; try again later", _RETRY)
+            return None, Refusal(
+                503, "the server is at capacity; try again later", _RETRY, cause=_metrics.CAP
+            )
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -427,7 +452,9 @@ class App:
                     path,
                 )
                 return None, Refusal(
-                    403, "a handshake without an Origin header may not open this WebSocket"
+                    403,
+                    "a handshake without an Origin header may not open this WebSocket",
+                    cause=_metrics.ORIGIN,
                 )
             logger.warning(
                 "refused a WebSocket handshake to %s from origin %r: not the server's "
@@ -435,16 +462,18 @@ class App:
                 path,
                 origin,
             )
-            return None, Refusal(403, f"origin {origin!r} may not open this WebSocket")
+            return None, Refusal(
+                403, f"origin {origin!r} may not open this WebSocket", cause=_metrics.ORIGIN
+            )
         found = self._router.match(path)
         if found is None:
             # Bocadillo refused unknown paths with 403; the body says why.
-            return None, Refusal(403, f"no WebSocket route for {path}")
+            return None, Refusal(403, f"no WebSocket route for {path}", cause=_metrics.NO_ROUTE)
         route, raw_params = found
         try:
             return route, route.arguments(scope, raw_params)
         except ParameterError as exc:
-            return None, Refusal(400, str(exc))
+            return None, Refusal(400, str(exc), cause=_metrics.BAD_PARAMETERS)
 
     async def _http_to_websocket_route(
         self, scope: Mapping[str, Any], receive: Receive, send: Send

@@ -40,6 +40,7 @@ from ._room_presence import PRESENCE_PREFIX, PresenceWatch
 from ._websocket import lifetime_of
 
 if TYPE_CHECKING:
+    from ._metrics import Metrics
     from ._websocket import WebSocket
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -175,6 +176,7 @@ class _Receiver:
         "dropped",
         "envelope",
         "limit",
+        "on_drop",
         "on_overflow",
         "presence_key",
     )
@@ -197,6 +199,7 @@ class _Receiver:
         self.envelope = False
         self.presence_key: str | None = None
         self.catches_up = False
+        self.on_drop: Callable[[], None] | None = None  # a room member's, with metrics on
 
     def put(self, message: Message) -> None:
         if self.closed is not None:
@@ -207,6 +210,8 @@ class _Receiver:
                 return
             del self._buffer[0]
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
         self._buffer.append(message)
         if self._waiter is not None:
             self._wake()
@@ -704,6 +709,7 @@ class Broadcast:
         self._connected_event = trio.Event()
         self._running: trio.CancelScope | None = None
         self._nursery_manager: Any = None
+        self._metrics: Metrics | None = None  # set by an App with metrics on
         self._backend: _MemoryBackend | _RedisBackend
         if scheme == "memory":
             self._backend = _MemoryBackend(self)
@@ -1078,6 +1084,8 @@ class Room:
         receiver.envelope = envelope
         receiver.presence_key = presence_key
         receiver.catches_up = config.keeps_history
+        if self.hub._metrics is not None:
+            receiver.on_drop = self.hub._metrics.room_drop_counter(self.name)
         _members_of(ws)[self.channel] = receiver
         after = backlog[-1].id if backlog else since
         nursery.start_soon(self._forward, ws, receiver, backlog, after)
@@ -1281,6 +1289,11 @@ def _text(value: str | bytes) -> str:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def count_drops(hub: Broadcast, metrics: Metrics) -> None:
+    """Count the room messages ``hub`` drops in ``metrics`` (an App with metrics on)."""
+    hub._metrics = metrics
 
 
 def _members_of(ws: WebSocket) -> dict[str, _Receiver]:

@@ -132,6 +132,7 @@ class Lifetime:
         "_manager",
         "_received_at",
         "_ws",
+        "metrics",
         "nursery",
         "rooms",
     )
@@ -145,6 +146,10 @@ class Lifetime:
         self._cancel_close: tuple[int, str] | None = None
         self._received_at: float | None = None  # only with an idle timeout
         self.rooms: dict[str, Any] | None = None
+        self.metrics: Any = None
+        """The connection's counts (:class:`~trio_bocaws._metrics.ConnectionMetrics`), when
+        an App records metrics. Here, not on the WebSocket: this object has room for one
+        more field in its allocation, the WebSocket has none."""
         """The broadcast rooms joined, by channel (kept by :mod:`trio_bocaws._broadcast`)."""
 
     @classmethod
@@ -170,9 +175,16 @@ class Lifetime:
         return self._depth > 0
 
     def message_received(self) -> None:
-        """Restart the idle timer (a no-op without an idle timeout)."""
+        """Restart the idle timer (a no-op without an idle timeout); count the message."""
         if self._received_at is not None:
             self._received_at = trio.current_time()
+        if self.metrics is not None:
+            self.metrics.received += 1
+
+    def closed_by(self, side: str, code: int) -> None:
+        """The connection was closed first by ``side`` with ``code``."""
+        if self.metrics is not None:
+            self.metrics.closed(side, code)
 
     def cancel_with(self, code: int, reason: str) -> None:
         """Cancel the block and its tasks; the connection closes with ``code``, ``reason``."""

@@ -19,11 +19,12 @@ __all__ = ["Refusal", "refusal_events", "send_refusal"]
 @attrs.frozen
 class Refusal:
     """An HTTP answer to a handshake: ``status``, ``body`` (text is sent as UTF-8), and
-    extra ``headers``."""
+    extra ``headers``; ``cause``, the ``reason`` of ``trio_bocaws.handshakes.refused``."""
 
     status: int
     body: str | bytes = b""
     headers: HeadersLike | None = None
+    cause: str = attrs.field(default="view", kw_only=True)
 
 
 def refusal_events(scope: Mapping[str, Any], refusal: Refusal) -> list[dict[str, Any]]:

@@ -91,6 +91,9 @@ class Stream(Connection):
 
     def _peer_closed(self, close: tuple[int, str]) -> WebSocketDisconnect:
         self._peer_close = close
+        lifetime = self._lifetime
+        if lifetime is not None and self._state is WebSocketState.CONNECTED:
+            lifetime.closed_by("client", close[0])  # (not after the server's own close)
         self._state = next_state(self._state, Transition.PEER_CLOSE)
         return WebSocketDisconnect(*close)
 
@@ -177,6 +180,9 @@ class Stream(Connection):
             await self._send(message)
         except OSError as exc:
             raise self._lost() from exc
+        lifetime = self._lifetime
+        if lifetime is not None and lifetime.metrics is not None:
+            lifetime.metrics.sent += 1
 
     async def _before_unreported_send(self) -> None:
         # The server does not report closes (see _reader.py). From the second send in a

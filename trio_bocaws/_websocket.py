@@ -304,6 +304,9 @@ class WebSocket(Stream):
             await self._send_or_lost(message)
             if self._state is WebSocketState.CONNECTED:  # (the client may have left meanwhile)
                 self._state = next_state(self._state, Transition.CLOSE)
+                lifetime = self._lifetime
+                if lifetime is not None:
+                    lifetime.closed_by("server", code)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
