@@ -234,6 +234,48 @@ async def test_wss_negotiates_h2_through_alpn(tmp_path: Path) -> None:
     assert seen == [("2", "wss")]
 
 
+# -- Several tasks sending on one stream ----------------------------------------------------
+
+
+@pytest.mark.parametrize("senders", [8, 16])
+async def test_concurrent_senders_on_one_stream_all_arrive_whole(senders: int) -> None:
+    """Several tasks of the view send on one WebSocket at once, mixed sizes up to 16 KiB:
+    every message arrives whole, each task's in its order. The stream's buffer crosses its
+    high water mark with several sends waiting on it; one of them used to wait for ever."""
+    each = 8
+    sizes = (256, 2048, 16384, 700, 5000, 1024, 9000, 300)
+    app = echo_app()
+
+    def message(task: int, index: int) -> str:
+        return f"{task}:{index}:" + chr(65 + task % 26) * sizes[(task + index) % len(sizes)]
+
+    @app.websocket_route("/burst")
+    async def burst(ws: WebSocket) -> None:
+        async def send_all(task: int) -> None:
+            for index in range(each):
+                await ws.send_text(message(task, index))
+
+        async with trio.open_nursery() as nursery:
+            for task in range(senders):
+                nursery.start_soon(send_all, task)
+        await ws.receive_text()
+
+    received: dict[int, list[int]] = {task: [] for task in range(senders)}
+    with trio.fail_after(TIMEOUT):
+        async with running(app) as (url, _), open_h2_connection(url) as connection:
+            ws = await connection.websocket("/burst")
+            for _ in range(senders * each):
+                text = await ws.receive()
+                assert isinstance(text, str)
+                task, index, _ = text.split(":", 2)
+                assert text == message(int(task), int(index))
+                received[int(task)].append(int(index))
+            await ws.send("done")
+            assert await ws.close() == (1000, "")
+            await echoes(connection, "/text", "a new stream after the burst")
+    assert received == {task: list(range(each)) for task in range(senders)}
+
+
 # -- A client that stops reading one stream --------------------------------------------------
 
 
