@@ -105,12 +105,11 @@ async def test_a_cancelled_send_to_a_client_that_stopped_reading_still_ends_whol
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
 async def test_concurrent_senders_never_interleave(serve: Serve, http2: bool) -> None:
-    senders, each = (4, 8) if http2 else (16, 8)
+    senders, each = 16, 8
 
-    # HTTP/1.1: 16 tasks, 4 KiB to 64 KiB, some past what one write takes. HTTP/2: 4 tasks
-    # of 256 B to 1 KiB (8 tasks of 8 messages stall one stream with trio_bocaws's HTTP/2
-    # fixes, with or without the lean path, and not without the fixes: a separate issue).
-    unit = 256 if http2 else 4096
+    # 16 tasks; on HTTP/1.1 4 KiB to 64 KiB, some past what one write takes; on HTTP/2
+    # 1 KiB to 16 KiB through one stream's bounded buffer.
+    unit = 1024 if http2 else 4096
 
     def message(task: int, index: int) -> str:
         return f"{task}:{index}:" + chr(65 + task) * (unit * (task + 1))
