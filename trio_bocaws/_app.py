@@ -14,8 +14,9 @@ import cattrs
 import trio
 
 from . import _metrics
+from ._app_lifespan import AppLifespan, Callback, describe
 from ._asyncapi import AsyncAPIConfig, asyncapi_document, serve_document
-from ._broadcast import Broadcast, BroadcastError, count_drops
+from ._broadcast import Broadcast, count_drops
 from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
 from ._endpoint import WebSocketEndpoint, view_of
@@ -28,7 +29,6 @@ from ._errors import (
     leaves,
 )
 from ._hints import asyncio_hint, running_under_trio, wrong_server_message
-from ._http_lifespan import WrappedLifespan
 from ._origins import OriginPattern, origin_allowed, parse_origins
 from ._refusal import Refusal, send_refusal
 from ._routing import APP_DEFAULT, Authenticate, ParameterError, Router, View, WebSocketRoute
@@ -42,7 +42,6 @@ __all__ = ["App", "AppConfig"]
 logger = logging.getLogger("trio_bocaws")
 
 ASGIApp = Callable[[Any, Receive, Send], Awaitable[None]]
-Callback = Callable[[], Any]
 V = TypeVar("V", bound=View)
 C = TypeVar("C", bound=Callback)
 
@@ -95,16 +94,6 @@ async def _not_found(scope: Any, receive: Receive, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b"Not Found"})
-
-
-async def _call(callback: Callback) -> None:
-    result = callback()
-    if inspect.isawaitable(result):
-        await result
-
-
-def _describe(callback: Callable[..., Any]) -> str:
-    return getattr(callback, "__qualname__", None) or repr(callback)
 
 
 class App:
@@ -164,7 +153,6 @@ class App:
         metrics: Any = False,
     ):
         self._http_app = http_app or _not_found
-        self._wrapped = http_app  # whose lifespan runs inside ours
         self._config = AppConfig() if config is None else config
         if converter is not None:
             # Every route's typed messages use it, unless a route's config names another.
@@ -186,9 +174,9 @@ class App:
         if broadcast is not None and self._metrics is not None:
             count_drops(broadcast, self._metrics)
         self._router = Router()
-        self._startup: list[Callback] = []
-        self._shutdown: list[Callback] = []
-        self._nursery: trio.Nursery | None = None
+        # Startup and shutdown callbacks, the app-wide nursery, the hub's start and close,
+        # and the wrapped HTTP app's own lifespan, run inside ours.
+        self._lifespan = AppLifespan(broadcast, http_app)
         self._connections = 0
 
     @property
@@ -228,12 +216,13 @@ class App:
             WebSocketStateError: Before startup or after shutdown (the server has not run
                 the ASGI lifespan protocol yet, or has finished it).
         """
-        if self._nursery is None:
+        nursery = self._lifespan.nursery
+        if nursery is None:
             raise WebSocketStateError(
                 "app.nursery exists only between startup and shutdown (while the server "
                 "runs; in tests, `async with TestClient(app)` runs the startup)"
             )
-        return self._nursery
+        return nursery
 
     if not TYPE_CHECKING:  # for mypy, App has the attributes it declares and no others
 
@@ -354,12 +343,12 @@ class App:
     def on_startup(self, callback: C) -> C:
         """Run ``callback`` (sync or async, no arguments) at startup, in order. If one
         raises, the server refuses to start."""
-        self._startup.append(callback)
+        self._lifespan.startup.append(callback)
         return callback
 
     def on_shutdown(self, callback: C) -> C:
         """Run ``callback`` (sync or async, no arguments) at shutdown, in order."""
-        self._shutdown.append(callback)
+        self._lifespan.shutdown.append(callback)
         return callback
 
     @overload
@@ -381,7 +370,7 @@ class App:
             # The connection is served in this frame rather than in helper coroutines:
             # every frame on the stack while a view waits stays allocated for the
             # connection's life, and idle connections are what a server holds most of.
-            if self._nursery is None and not running_under_trio():
+            if self._lifespan.nursery is None and not running_under_trio():
                 # No lifespan ran (uvicorn --lifespan off, say), so nothing said it yet.
                 await _refuse_wrong_server(scope, send)
                 return
@@ -427,7 +416,7 @@ class App:
             else:
                 await self._http_to_websocket_route(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
+            await self._lifespan.run(scope, receive, send)
 
     def _admit(self, scope: Mapping[str, Any]) -> tuple[WebSocketRoute | None, Any]:
         """Decide, from the scope alone, whether a handshake may reach a view: its route
@@ -509,7 +498,7 @@ class App:
             await _refuse(ws, refusal.status, refusal.body, refusal.headers)
             return False
         except Exception:
-            logger.exception("authenticate hook %s failed for %r", _describe(hook), route.pattern)
+            logger.exception("authenticate hook %s failed for %r", describe(hook), route.pattern)
             await _refuse(ws, 500, "")
             return False
         ws.user = result
@@ -556,88 +545,6 @@ class App:
                 raise error  # KeyboardInterrupt, SystemExit: not ours to swallow
         if cancelled is not None:
             raise cancelled
-
-    async def _lifespan(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
-        message = await receive()
-        if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
-            return
-        if not running_under_trio():
-            # Before anything of Trio's runs: under asyncio it fails in its own words.
-            # The server reports the message (so it is not logged here as well).
-            await send({"type": "lifespan.startup.failed", "message": wrong_server_message()})
-            return
-        started = False
-        failed: str | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    wrapped = None
-                    if self._wrapped is not None:
-                        wrapped = WrappedLifespan(self._wrapped, scope)
-                        failed = await wrapped.startup(nursery)
-                        if failed is not None:
-                            logger.error("%s", failed)
-                    if failed is None:
-                        failed = await self._start_broadcast(nursery)
-                    if failed is None:
-                        failed = await self._run_startup()
-                    if failed is None:
-                        await send({"type": "lifespan.startup.complete"})
-                        started = True
-                        await receive()  # "lifespan.shutdown", after every connection ended
-                        await self._run_shutdown()
-                        if wrapped is not None:
-                            # Last: our shutdown callbacks may still use what it set up.
-                            await wrapped.shutdown()
-                finally:
-                    self._nursery = None
-                    nursery.cancel_scope.cancel()
-                    if self._broadcast is not None:
-                        self._broadcast.close()
-        except Exception as exc:
-            # An app-wide task failed, and its siblings were cancelled.
-            for error in leaves(exc):
-                logger.error(
-                    "app-wide background task failed; the other app-wide tasks were cancelled",
-                    exc_info=(type(error), error, error.__traceback__),
-                )
-            if not started:
-                failed = f"an app-wide task failed during startup: {exc!r}"
-            else:
-                # Connections are still served; answer the shutdown when it comes.
-                await receive()
-                await self._run_shutdown()
-        if failed is not None:
-            await send({"type": "lifespan.startup.failed", "message": failed})
-            return
-        await send({"type": "lifespan.shutdown.complete"})
-
-    async def _start_broadcast(self, nursery: trio.Nursery) -> str | None:
-        if self._broadcast is None:
-            return None
-        try:
-            await self._broadcast.start(nursery)
-        except BroadcastError as exc:
-            logger.error("broadcast backend failed to start: %s", exc)
-            return f"broadcast backend {self._broadcast.url}: {exc}"
-        return None
-
-    async def _run_startup(self) -> str | None:
-        for callback in self._startup:
-            try:
-                await _call(callback)
-            except Exception as exc:
-                logger.error("startup callback %s failed", _describe(callback), exc_info=exc)
-                return f"startup callback {_describe(callback)} failed: {exc!r}"
-        return None
-
-    async def _run_shutdown(self) -> None:
-        for callback in self._shutdown:
-            try:
-                await _call(callback)
-            except Exception:
-                logger.exception("shutdown callback %s failed", _describe(callback))
 
 
 async def _refuse(ws: WebSocket, status: int, body: str | bytes, headers: Any = None) -> None:

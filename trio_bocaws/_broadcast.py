@@ -369,7 +369,7 @@ class _RedisBackend:
             ) from None
         config = hub.config
         self._hub = hub
-        self._name = _safe_url(url)
+        self._name = safe_url(url)
         # A Redis Cluster: sharded pub/sub (SPUBLISH, SSUBSCRIBE; Redis 7), so that each
         # message goes to the node that owns its channel's slot, not to every node.
         self.cluster = cluster
@@ -655,7 +655,7 @@ def _cluster_client(url: str, config: BroadcastConfig) -> Any:
     )
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without its password, for messages and logs."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -725,7 +725,7 @@ class Broadcast:
 
     def __repr__(self) -> str:
         state = "connected" if self._connected else "not connected"
-        return f"<Broadcast {_safe_url(self.url)} {state}>"
+        return f"<Broadcast {safe_url(self.url)} {state}>"
 
     # -- Life ------------------------------------------------------------------------------
 
@@ -988,7 +988,7 @@ class Room:
         self.presence_channel = PRESENCE_PREFIX + tag
 
     def __repr__(self) -> str:
-        return f"<Room {self.name!r} on {_safe_url(self.hub.url)}>"
+        return f"<Room {self.name!r} on {safe_url(self.hub.url)}>"
 
     @property
     def config(self) -> RoomConfig:
