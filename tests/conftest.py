@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio_websocket
 
-from trio_bocaws import WebSocket, hypercorn_fixes
+from trio_bocaws import WebSocket, WebSocketDisconnect, hypercorn_fixes
 from trio_bocaws.testing import Server, start_server
 from trio_bocaws.testing import open_websocket as connect
 
@@ -142,6 +142,23 @@ HANDSHAKE = (
     b"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
+
+
+def recording_handler() -> tuple[list[int], trio.Event, Callable[[WebSocket], Awaitable[None]]]:
+    """A handler that accepts, waits for the client to go, and records the close code it
+    was told; and the list it records to, and an event set when it has."""
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+        done.set()
+
+    return seen, done, handler
 
 
 async def raw_connection(url: str, path: str = "/echo") -> trio.SocketStream:

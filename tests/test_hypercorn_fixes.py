@@ -16,27 +16,18 @@ from trio_websocket import ConnectionClosed
 from trio_bocaws import WebSocket, WebSocketDisconnect, _hypercorn, hypercorn_fixes
 from trio_bocaws.hypercorn_fixes import HypercornCompatibilityWarning
 
-from .conftest import Server, close_code, connect, masked_frame, raw_connection, websocket_app
+from .conftest import (
+    Server,
+    close_code,
+    connect,
+    masked_frame,
+    raw_connection,
+    recording_handler,
+    websocket_app,
+)
 from .subprocesses import server_process
 
 Serve = Callable[..., Awaitable[Server]]
-
-
-def _recording() -> tuple[list[int], trio.Event, Callable[[WebSocket], Awaitable[None]]]:
-    """A handler that accepts, waits for the client to go, and records the close code it
-    was told; and the list it records to, and an event set when it has."""
-    seen: list[int] = []
-    done = trio.Event()
-
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            await ws.receive_text()
-        except WebSocketDisconnect as exc:
-            seen.append(exc.code)
-        done.set()
-
-    return seen, done, handler
 
 
 async def _close_code_seen_by_app(serve: Serve, code: int, reason: str) -> tuple[int, str]:
@@ -76,7 +67,7 @@ async def test_without_the_fixes_hypercorn_reports_1006(serve: Serve) -> None:
 
 
 async def test_a_close_frame_without_a_code_is_reported_as_1005(serve: Serve) -> None:
-    seen, done, handler = _recording()
+    seen, done, handler = recording_handler()
     server = await serve(websocket_app(handler))
     with trio.fail_after(5):
         stream = await raw_connection(server.url, "/")
@@ -87,7 +78,7 @@ async def test_a_close_frame_without_a_code_is_reported_as_1005(serve: Serve) ->
 
 
 async def test_an_oversized_message_is_reported_as_1009(serve: Serve) -> None:
-    seen, done, handler = _recording()
+    seen, done, handler = recording_handler()
     server = await serve(websocket_app(handler), websocket_max_message_size=1000)
     with trio.fail_after(5):
         async with connect(server.url) as client:
@@ -258,7 +249,7 @@ async def test_an_oversized_message_followed_by_a_close_ends_the_connection(
 ) -> None:
     """Found by Autobahn (case 9.1.4 against a 1 MiB limit): the close that arrives in the
     same read as the end of an oversized message was dropped, and nothing ended."""
-    seen, done, handler = _recording()
+    seen, done, handler = recording_handler()
     server = await serve(websocket_app(handler), websocket_max_message_size=2**20)
     with trio.fail_after(5):
         stream = await raw_connection(server.url, "/")

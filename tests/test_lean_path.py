@@ -16,7 +16,15 @@ import trio.testing
 
 from trio_bocaws import WebSocket, WebSocketDisconnect
 
-from .conftest import HANDSHAKE, Server, connect, masked_frame, raw_connection, websocket_app
+from .conftest import (
+    HANDSHAKE,
+    Server,
+    connect,
+    masked_frame,
+    raw_connection,
+    recording_handler,
+    websocket_app,
+)
 
 Serve = Callable[..., Awaitable[Server]]
 
@@ -154,17 +162,7 @@ async def test_concurrent_senders_never_interleave(serve: Serve, http2: bool) ->
 
 
 async def test_a_silent_peer_is_still_dropped_by_the_read_timeout(serve: Serve) -> None:
-    seen: list[int] = []
-    told = trio.Event()
-
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            await ws.receive_text()
-        except WebSocketDisconnect as exc:
-            seen.append(exc.code)
-            told.set()
-
+    seen, told, handler = recording_handler()
     server = await serve(websocket_app(handler), read_timeout=0.2)
     with trio.fail_after(10):
         stream = await raw_connection(server.url, "/")
