@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio_websocket
 
-from trio_bocaws import WebSocket, WebSocketDisconnect, hypercorn_fixes
+from trio_bocaws import App, WebSocket, WebSocketDisconnect, hypercorn_fixes
 from trio_bocaws.testing import Server, start_server
 from trio_bocaws.testing import open_websocket as connect
 
@@ -136,17 +136,52 @@ async def serve(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Awaitable[
             await server.shutdown()
 
 
-# -- Raw WebSocket bytes, for what a real client library will not send ------------------
-
-HANDSHAKE = (
-    b"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
+# -- Apps and handlers more than one test file uses ------------------------------------
 
 
-def recording_handler() -> tuple[list[int], trio.Event, Callable[[WebSocket], Awaitable[None]]]:
+def echo_app() -> App:
+    """An App whose route ``/echo`` sends every message back."""
+    app = App()
+
+    @app.websocket_route("/echo")
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
+def waiting_app(count: int) -> tuple[App, trio.Event, list[str]]:
+    """An App whose route ``/wait`` accepts and waits for a message; the event is set once
+    ``count`` connections wait there, and the list gets ``"cancelled"`` for each view that
+    was cancelled (as a server's shutdown does)."""
+    waiting = 0
+    all_waiting = trio.Event()
+    cancelled: list[str] = []
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        nonlocal waiting
+        await ws.accept()
+        waiting += 1
+        if waiting == count:
+            all_waiting.set()
+        try:
+            await ws.receive_text()
+        except trio.Cancelled:
+            cancelled.append("cancelled")
+            raise
+
+    return app, all_waiting, cancelled
+
+
+def recording_handler(
+    reasons: list[str] | None = None,
+) -> tuple[list[int], trio.Event, Handler]:
     """A handler that accepts, waits for the client to go, and records the close code it
-    was told; and the list it records to, and an event set when it has."""
+    was told (and its reason in ``reasons``, if given); and the list it records to, and an
+    event set when it has."""
     seen: list[int] = []
     done = trio.Event()
 
@@ -156,32 +191,44 @@ def recording_handler() -> tuple[list[int], trio.Event, Callable[[WebSocket], Aw
             await ws.receive_text()
         except WebSocketDisconnect as exc:
             seen.append(exc.code)
+            if reasons is not None:
+                reasons.append(exc.reason)
         done.set()
 
     return seen, done, handler
 
 
-async def raw_connection(url: str, path: str = "/echo") -> trio.SocketStream:
-    """A TCP stream to the server of ``url``, past a WebSocket handshake to ``path``."""
-    stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
-    await stream.send_all(HANDSHAKE.replace(b"{path}", path.encode()))
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += await stream.receive_some()
-    assert response.startswith(b"HTTP/1.1 101")
-    return stream
+async def send_from_tasks(
+    ws: WebSocket, senders: int, each: int, message: Callable[[int, int], str]
+) -> None:
+    """``senders`` tasks send on ``ws`` at once, ``each`` messages each, in order:
+    ``message(task, index)``, which starts with ``"{task}:{index}:"``."""
+
+    async def send_all(task: int) -> None:
+        for index in range(each):
+            await ws.send_text(message(task, index))
+
+    async with trio.open_nursery() as nursery:
+        for task in range(senders):
+            nursery.start_soon(send_all, task)
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask; an all-zero mask keeps the payload readable)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes([0x80 | opcode, 0x80 | length])
-    elif length < 2**16:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
-    return header + b"\0\0\0\0" + payload
+async def receive_from_tasks(
+    receive: Callable[[], Awaitable[str | bytes]],
+    senders: int,
+    each: int,
+    message: Callable[[int, int], str],
+) -> dict[int, list[int]]:
+    """What a client receives of :func:`send_from_tasks`, each message checked whole: the
+    indexes of each task's messages, in the order they came."""
+    received: dict[int, list[int]] = {task: [] for task in range(senders)}
+    for _ in range(senders * each):
+        text = await receive()
+        assert isinstance(text, str)
+        task, index, _ = text.split(":", 2)
+        assert text == message(int(task), int(index))
+        received[int(task)].append(int(index))
+    return received
 
 
 async def assert_certificate_refused(url: str) -> None:

@@ -1,8 +1,8 @@
 """A minimal raw HTTP/2 client (prior knowledge, over a Trio TCP stream), built on ``h2``.
 
 It sends what a test tells it, frame by frame, even what a polite client would not, and
-collects what the server answers. For RFC 8441 WebSockets with a real API, see
-tests/h2_client.py.
+collects what the server answers (WebSocket frames to put on a stream: masked_frame in
+tests/raw_client.py). For RFC 8441 WebSockets with a real API, see tests/h2_client.py.
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ import h2.events
 import h2.settings
 import trio
 
-__all__ = ["H2Raw", "masked_frame"]
-
-
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A short client WebSocket frame (masked with zeros, so the payload stays readable)."""
-    assert len(payload) < 126
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+__all__ = ["H2Raw"]
 
 
 class H2Raw:

@@ -24,6 +24,7 @@ from trio_bocaws import (
 from trio_bocaws._errors import leaves
 
 from .conftest import Server, client_reason, close_code, connect
+from .raw_client import http_get
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -38,20 +39,6 @@ async def refused(url: str, **options: Any) -> ConnectionRejected:
         async with connect(url, **options):
             pass  # pragma: no cover
     return info.value
-
-
-async def http_get(url: str, path: str) -> tuple[int, bytes]:
-    host, port = url.removeprefix("ws://").split(":")
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-        )
-        response = b""
-        while chunk := await stream.receive_some():
-            response += chunk
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 # -- Routing -----------------------------------------------------------------------------

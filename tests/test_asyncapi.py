@@ -34,7 +34,8 @@ from trio_bocaws._typed import codec_for
 
 from .components import require
 from .conftest import Server
-from .test_app import http_get
+from .raw_client import http_get, http_request
+from .test_typed_codec import Circle, Square
 
 Serve = Callable[..., Awaitable[Server]]
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,18 +124,6 @@ def test_the_typed_chat_document(asyncapi_schema: jsonschema.protocols.Validator
 class Colour(enum.Enum):
     RED = "red"
     BLUE = "blue"
-
-
-@attrs.frozen
-class Circle:
-    kind: Literal["circle"]
-    radius: float
-
-
-@attrs.frozen
-class Square:
-    kind: Literal["square"]
-    side: float
 
 
 @attrs.frozen
@@ -463,18 +452,10 @@ def test_every_kind_of_field_has_a_schema(asyncapi_schema: jsonschema.protocols.
 async def test_head_and_other_methods_on_the_document_path(serve: Serve) -> None:
     app = App(asyncapi=AsyncAPIConfig(title="t", version="1", path="/spec"))
     server = await serve(app)
-    host, port = server.url.removeprefix("ws://").split(":")
     with trio.fail_after(TIMEOUT):
         for method, status, empty in [("HEAD", 200, True), ("POST", 404, False)]:
-            stream = await trio.open_tcp_stream(host, int(port))
-            async with stream:
-                await stream.send_all(
-                    f"{method} /spec HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
-                    "Connection: close\r\n\r\n".encode()
-                )
-                response = b""
-                while chunk := await stream.receive_some():
-                    response += chunk
-            head, _, body = response.partition(b"\r\n\r\n")
-            assert int(head.split()[1]) == status
+            answered, _, body = await http_request(
+                server.url, "/spec", method=method, headers="Content-Length: 0\r\n"
+            )
+            assert answered == status
             assert (body == b"") is empty

@@ -19,7 +19,7 @@ import trio
 
 from trio_bocaws import App, AppConfig, WebSocket
 
-from .conftest import HANDSHAKE, masked_frame
+from .raw_client import HANDSHAKE, masked_frame, read_head, read_to_end
 from .test_isolation import TIMEOUT, Serve, _bystander, _port
 
 GOOD = b"https://good.example"
@@ -75,19 +75,7 @@ def _request(path: str, origin: bytes) -> bytes:
 async def _everything(stream: trio.SocketStream) -> bytes:
     """What the server sends until it closes, once the client has sent all it will."""
     await stream.send_eof()
-    received = b""
-    while chunk := await stream.receive_some():
-        received += chunk
-    return received
-
-
-async def _head(stream: trio.SocketStream) -> bytes:
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = await stream.receive_some()
-        assert chunk, f"the server closed after {received!r}"
-        received += chunk
-    return received
+    return await read_to_end(stream)
 
 
 async def test_bytes_after_a_refusal_are_dropped(
@@ -101,7 +89,7 @@ async def test_bytes_after_a_refusal_are_dropped(
             stream = await trio.open_tcp_stream("127.0.0.1", _port(server))
             async with stream:
                 await stream.send_all(_request("/echo", EVIL))
-                head = await _head(stream)
+                head = await read_head(stream)
                 assert head.startswith(b"HTTP/1.1 403 ")
                 await stream.send_all(b"content-type")
                 rest = head + await _everything(stream)

@@ -15,6 +15,7 @@ from examples import echo
 from examples.chat import app as chat
 
 from .conftest import Server, connect
+from .raw_client import http_get
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 5
@@ -144,16 +145,10 @@ async def test_chat_reports_bad_messages_to_the_sender(serve: Serve) -> None:
 
 async def test_chat_serves_its_page(serve: Serve) -> None:
     server = await serve(chat.app)
-    host, port = server.url.removeprefix("ws://").split(":")
     with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream(host, int(port))
-        async with stream:
-            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            response = b""
-            while chunk := await stream.receive_some():
-                response += chunk
-    assert response.startswith(b"HTTP/1.1 200")
-    assert b"new WebSocket(" in response
+        status, page = await http_get(server.url, "/")
+    assert status == 200
+    assert b"new WebSocket(" in page
 
 
 # -- The JSON API ---------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from trio_websocket import ConnectionClosed
 from trio_bocaws import App, ServerConfig, WebSocket, WebSocketDisconnect, serve
 from trio_bocaws.testing import TestClient
 
-from .conftest import Server, close_of, connect, masked_frame, raw_connection
+from .conftest import Server, close_of, connect
+from .raw_client import masked_frame, raw_connection
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 10

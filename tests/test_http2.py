@@ -27,7 +27,7 @@ from trio_bocaws import (
 )
 from trio_bocaws._cli import _parser
 
-from .conftest import connect
+from .conftest import connect, receive_from_tasks, send_from_tasks, waiting_app
 from .h2_client import H2Connection, NotHTTP2, Rejected, StreamClosed, open_h2_connection
 
 TIMEOUT = 5
@@ -251,25 +251,13 @@ async def test_concurrent_senders_on_one_stream_all_arrive_whole(senders: int) -
 
     @app.websocket_route("/burst")
     async def burst(ws: WebSocket) -> None:
-        async def send_all(task: int) -> None:
-            for index in range(each):
-                await ws.send_text(message(task, index))
-
-        async with trio.open_nursery() as nursery:
-            for task in range(senders):
-                nursery.start_soon(send_all, task)
+        await send_from_tasks(ws, senders, each, message)
         await ws.receive_text()
 
-    received: dict[int, list[int]] = {task: [] for task in range(senders)}
     with trio.fail_after(TIMEOUT):
         async with running(app) as (url, _), open_h2_connection(url) as connection:
             ws = await connection.websocket("/burst")
-            for _ in range(senders * each):
-                text = await ws.receive()
-                assert isinstance(text, str)
-                task, index, _ = text.split(":", 2)
-                assert text == message(int(task), int(index))
-                received[int(task)].append(int(index))
+            received = await receive_from_tasks(ws.receive, senders, each, message)
             await ws.send("done")
             assert await ws.close() == (1000, "")
             await echoes(connection, "/text", "a new stream after the burst")
@@ -378,19 +366,7 @@ async def test_a_connection_closed_with_a_stalled_stream_ends_at_once() -> None:
 
 
 async def test_shutdown_closes_every_stream_of_a_shared_connection_with_1001() -> None:
-    waiting = 0
-    all_waiting = trio.Event()
-    app = App()
-
-    @app.websocket_route("/wait")
-    async def wait(ws: WebSocket) -> None:
-        nonlocal waiting
-        await ws.accept()
-        waiting += 1
-        if waiting == 3:
-            all_waiting.set()
-        await ws.receive_text()
-
+    app, all_waiting, _ = waiting_app(3)
     closes: list[tuple[int, str]] = []
 
     async def client(ws: Any) -> None:

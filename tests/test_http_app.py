@@ -13,28 +13,10 @@ from trio_bocaws import App, AsyncAPIConfig, HTMLPage, WebSocket
 from trio_bocaws.testing import TestClient
 
 from .conftest import Server, connect
+from .raw_client import http_request
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 5
-
-
-async def http_request(url: str, path: str) -> tuple[int, dict[str, str], bytes]:
-    """GET ``path`` over HTTP/1.1: the status, the headers (lowercase names) and the body."""
-    host, port = url.removeprefix("ws://").split(":")
-    async with await trio.open_tcp_stream(host, int(port)) as stream:
-        await stream.send_all(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-        )
-        response = b""
-        while chunk := await stream.receive_some():
-            response += chunk
-    head, _, body = response.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
 
 
 def echo_app(http_app: Any = None, **options: Any) -> App:

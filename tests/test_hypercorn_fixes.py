@@ -16,38 +16,22 @@ from trio_websocket import ConnectionClosed
 from trio_bocaws import WebSocket, WebSocketDisconnect, _hypercorn, hypercorn_fixes
 from trio_bocaws.hypercorn_fixes import HypercornCompatibilityWarning
 
-from .conftest import (
-    Server,
-    close_code,
-    connect,
-    masked_frame,
-    raw_connection,
-    recording_handler,
-    websocket_app,
-)
+from .conftest import Server, close_code, connect, recording_handler, websocket_app
+from .raw_client import masked_frame, raw_connection
 from .subprocesses import server_process
 
 Serve = Callable[..., Awaitable[Server]]
 
 
 async def _close_code_seen_by_app(serve: Serve, code: int, reason: str) -> tuple[int, str]:
-    seen: list[tuple[int, str]] = []
-    done = trio.Event()
-
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            await ws.receive_text()
-        except WebSocketDisconnect as exc:
-            seen.append((exc.code, exc.reason))
-        done.set()
-
+    reasons: list[str] = []
+    seen, done, handler = recording_handler(reasons)
     server = await serve(websocket_app(handler))
     with trio.fail_after(5):
         async with connect(server.url) as client:
             await client.aclose(code, reason)
         await done.wait()
-    return seen[0]
+    return seen[0], reasons[0]
 
 
 def test_installed_on_the_pinned_version() -> None:

@@ -21,9 +21,9 @@ import trio
 
 from trio_bocaws import App, AppConfig, WebSocket
 
-from .conftest import Server, connect, raw_connection
-from .conftest import masked_frame as conftest_masked_frame
-from .h2_raw import H2Raw, masked_frame
+from .conftest import Server, connect
+from .h2_raw import H2Raw
+from .raw_client import masked_frame, raw_connection
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 10
@@ -254,7 +254,7 @@ async def test_a_bug_in_one_websocket_closes_it_with_1011(
         async with _bystander(server):
             stream = await raw_connection(server.url, "/echo")
             async with stream:
-                await stream.send_all(conftest_masked_frame(0x1, b"boom"))
+                await stream.send_all(masked_frame(0x1, b"boom"))
                 received = b""
                 with contextlib.suppress(trio.BrokenResourceError):
                     while chunk := await stream.receive_some():

@@ -17,58 +17,16 @@ import trio.testing
 from trio_bocaws import WebSocket, WebSocketDisconnect
 
 from .conftest import (
-    HANDSHAKE,
     Server,
     connect,
-    masked_frame,
-    raw_connection,
+    receive_from_tasks,
     recording_handler,
+    send_from_tasks,
     websocket_app,
 )
+from .raw_client import ServerFrames, masked_frame, raw_connection
 
 Serve = Callable[..., Awaitable[Server]]
-
-
-class _Frames:
-    """Reads the server's (unmasked) frames off a raw stream."""
-
-    def __init__(self, stream: trio.SocketStream, buffer: bytes = b"") -> None:
-        self.stream = stream
-        self.buffer = bytearray(buffer)
-
-    @classmethod
-    async def connect(cls, url: str) -> _Frames:
-        """Past the handshake, keeping what came with the response (the first frames can
-        share its read: ``raw_connection`` would drop them)."""
-        stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
-        await stream.send_all(HANDSHAKE.replace(b"{path}", b"/"))
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += await stream.receive_some()
-        head, _, rest = response.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101")
-        return cls(stream, rest)
-
-    async def _exactly(self, count: int) -> bytes:
-        while len(self.buffer) < count:
-            chunk = await self.stream.receive_some(1 << 20)
-            if not chunk:
-                raise EOFError(f"EOF with {len(self.buffer)} of {count} bytes")
-            self.buffer += chunk
-        data = bytes(self.buffer[:count])
-        del self.buffer[:count]
-        return data
-
-    async def next(self) -> tuple[int, bytes]:
-        first, second = await self._exactly(2)
-        assert first & 0x80, "a fragment: the server sends whole messages"
-        assert not second & 0x80, "a masked server frame"
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await self._exactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await self._exactly(8))
-        return first & 0x0F, await self._exactly(length)
 
 
 async def test_a_cancelled_send_to_a_client_that_stopped_reading_still_ends_whole(
@@ -89,7 +47,7 @@ async def test_a_cancelled_send_to_a_client_that_stopped_reading_still_ends_whol
 
     server = await serve(websocket_app(handler))
     with trio.fail_after(20):
-        frames = await _Frames.connect(server.url)
+        frames = await ServerFrames.connect(server.url)
         async with frames.stream as stream:
             # The client reads nothing until every task, the sender included, is blocked:
             # the sender is then inside a write the socket cannot take.
@@ -124,39 +82,21 @@ async def test_concurrent_senders_never_interleave(serve: Serve, http2: bool) ->
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
-
-        async def send_all(task: int) -> None:
-            for index in range(each):
-                await ws.send_text(message(task, index))
-
-        async with trio.open_nursery() as nursery:
-            for task in range(senders):
-                nursery.start_soon(send_all, task)
+        await send_from_tasks(ws, senders, each, message)
         await ws.receive_text()
 
     server = await serve(websocket_app(handler))
-    received: dict[int, list[int]] = {task: [] for task in range(senders)}
     with trio.fail_after(20):
         if http2:
             from .h2_client import open_h2_connection
 
             async with open_h2_connection(server.url) as connection:
                 websocket = await connection.websocket("/")
-                for _ in range(senders * each):
-                    text = await websocket.receive()
-                    assert isinstance(text, str)
-                    task, index, _ = text.split(":", 2)
-                    assert text == message(int(task), int(index))
-                    received[int(task)].append(int(index))
+                received = await receive_from_tasks(websocket.receive, senders, each, message)
                 await websocket.send("done")
         else:
             async with connect(server.url, max_message_size=2**20) as client:
-                for _ in range(senders * each):
-                    text = await client.get_message()
-                    assert isinstance(text, str)
-                    task, index, _ = text.split(":", 2)
-                    assert text == message(int(task), int(index))
-                    received[int(task)].append(int(index))
+                received = await receive_from_tasks(client.get_message, senders, each, message)
                 await client.send_message("done")
     assert all(indexes == list(range(each)) for indexes in received.values())
 
@@ -189,7 +129,7 @@ async def test_an_abrupt_disconnect_ends_the_connection(serve: Serve, reset: boo
 
     server = await serve(websocket_app(handler))
     with trio.fail_after(10):
-        frames = await _Frames.connect(server.url)
+        frames = await ServerFrames.connect(server.url)
         stream = frames.stream
         await stream.send_all(masked_frame(0x1, b"hello"))
         assert await frames.next() == (0x1, b"hello")

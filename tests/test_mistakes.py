@@ -15,6 +15,7 @@ import trio
 from trio_bocaws import App, WebSocket
 from trio_bocaws.testing import ConnectionClosed, TestClient
 
+from .conftest import echo_app
 from .subprocesses import ROOT
 
 TIMEOUT = 15
@@ -158,17 +159,6 @@ async def test_asyncio_in_a_view_logs_a_hint_about_trio(caplog: pytest.LogCaptur
     )
     assert record.exc_info is not None
     assert "no running event loop" in str(record.exc_info[1])
-
-
-def echo_app() -> App:
-    app = App()
-
-    @app.websocket_route("/echo")
-    async def echo(ws: WebSocket) -> None:
-        async for message in ws:
-            await ws.send(message)
-
-    return app
 
 
 async def test_test_client_with_a_plain_with_says_async_with() -> None:

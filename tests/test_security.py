@@ -29,6 +29,7 @@ from trio_bocaws._origins import OriginPattern, same_origin
 from trio_bocaws.testing import HandshakeRejected, TestClient
 
 from .conftest import Server, assert_certificate_refused, close_code, close_of, connect
+from .raw_client import raw_connection
 
 Serve = Callable[..., Awaitable[Server]]
 TIMEOUT = 5
@@ -390,20 +391,15 @@ async def test_a_dead_peer_is_dropped_by_pings_and_read_timeout(nursery: trio.Nu
     config = ServerConfig(bind="127.0.0.1:0", ping_interval=0.1, read_timeout=0.5)
     stop = trio.Event()
     [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
-    port = int(url.rsplit(":", 1)[1])
     with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            await stream.send_all(
-                b"GET /wait HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            response = await stream.receive_some()
-            assert response.startswith(b"HTTP/1.1 101")
-            # A healthy client alongside answers the pings (trio-websocket does) and stays.
-            async with connect(url + "/wait") as healthy:
-                await done.wait()  # the silent one was dropped
-                assert seen == [1006]
-                assert not healthy.closed
-                await healthy.send_message("still fine")
+        # A silent client, and a healthy one alongside that answers the pings (trio-websocket
+        # does) and stays.
+        async with (
+            await raw_connection(url, "/wait"),
+            connect(url + "/wait") as healthy,
+        ):
+            await done.wait()  # the silent one was dropped
+            assert seen == [1006]
+            assert not healthy.closed
+            await healthy.send_message("still fine")
     stop.set()

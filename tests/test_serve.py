@@ -13,20 +13,9 @@ from trio_websocket import ConnectionClosed
 
 from trio_bocaws import App, ServerConfig, WebSocket, serve
 
-from .conftest import close_of, connect
+from .conftest import close_of, connect, echo_app, waiting_app
 
 TIMEOUT = 5
-
-
-def echo_app() -> App:
-    app = App()
-
-    @app.websocket_route("/echo")
-    async def echo(ws: WebSocket) -> None:
-        async for message in ws:
-            await ws.send(message)
-
-    return app
 
 
 async def test_serve_reports_websocket_urls_and_serves(nursery: trio.Nursery) -> None:
@@ -42,24 +31,7 @@ async def test_serve_reports_websocket_urls_and_serves(nursery: trio.Nursery) ->
 
 
 async def test_shutdown_closes_every_connection_with_1001_at_once() -> None:
-    seen: list[str] = []
-    waiting = 0
-    all_waiting = trio.Event()
-    app = App()
-
-    @app.websocket_route("/wait")
-    async def wait(ws: WebSocket) -> None:
-        nonlocal waiting
-        await ws.accept()
-        waiting += 1
-        if waiting == 5:
-            all_waiting.set()
-        try:
-            await ws.receive_text()
-        except trio.Cancelled:
-            seen.append("cancelled")
-            raise
-
+    app, all_waiting, seen = waiting_app(5)
     stop = trio.Event()
     closes: list[tuple[int, str]] = []
 
