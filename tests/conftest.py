@@ -198,15 +198,20 @@ def recording_handler(
     return seen, done, handler
 
 
-async def send_from_tasks(
-    ws: WebSocket, senders: int, each: int, message: Callable[[int, int], str]
-) -> None:
+Burst = Callable[[int, int], str] | Callable[[int, int], bytes]
+
+
+async def send_from_tasks(ws: WebSocket, senders: int, each: int, message: Burst) -> None:
     """``senders`` tasks send on ``ws`` at once, ``each`` messages each, in order:
-    ``message(task, index)``, which starts with ``"{task}:{index}:"``."""
+    ``message(task, index)``, text or bytes, which starts with ``"{task}:{index}:"``."""
 
     async def send_all(task: int) -> None:
         for index in range(each):
-            await ws.send_text(message(task, index))
+            data = message(task, index)
+            if isinstance(data, str):
+                await ws.send_text(data)
+            else:
+                await ws.send_bytes(data)
 
     async with trio.open_nursery() as nursery:
         for task in range(senders):
@@ -214,19 +219,16 @@ async def send_from_tasks(
 
 
 async def receive_from_tasks(
-    receive: Callable[[], Awaitable[str | bytes]],
-    senders: int,
-    each: int,
-    message: Callable[[int, int], str],
+    receive: Callable[[], Awaitable[str | bytes]], senders: int, each: int, message: Burst
 ) -> dict[int, list[int]]:
-    """What a client receives of :func:`send_from_tasks`, each message checked whole: the
-    indexes of each task's messages, in the order they came."""
+    """What a client receives of :func:`send_from_tasks`, each message checked whole (and
+    of the type sent): the indexes of each task's messages, in the order they came."""
     received: dict[int, list[int]] = {task: [] for task in range(senders)}
     for _ in range(senders * each):
-        text = await receive()
-        assert isinstance(text, str)
-        task, index, _ = text.split(":", 2)
-        assert text == message(int(task), int(index))
+        data = await receive()
+        prefix = data[:40].decode("ascii", "replace") if isinstance(data, bytes) else data
+        task, index, _ = prefix.split(":", 2)
+        assert data == message(int(task), int(index))
         received[int(task)].append(int(index))
     return received
 

@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed
 from trio_bocaws import App, ServerConfig, WebSocket, WebSocketDisconnect, serve
 from trio_bocaws.testing import TestClient
 
-from .conftest import Server, close_of, connect
+from .conftest import Server, close_of, connect, receive_from_tasks, send_from_tasks
 from .raw_client import masked_frame, raw_connection
 
 Serve = Callable[..., Awaitable[Server]]
@@ -273,27 +273,15 @@ async def test_many_tasks_sending_on_one_connection_deliver_every_message_whole(
     @app.websocket_route("/burst", value_type="bytes")
     async def burst(ws: WebSocket) -> None:
         await ws.accept()
-
-        async def sender(index: int) -> None:
-            for number in range(per_sender):
-                await ws.send(payload(index, number))
-
-        async with trio.open_nursery() as nursery:
-            for index in range(senders):
-                nursery.start_soon(sender, index)
+        await send_from_tasks(ws, senders, per_sender, payload)
         await ws.receive()  # until the client is done
 
     server = await serve(app)
     with trio.fail_after(TIMEOUT):
         async with connect(server.url + "/burst", max_message_size=2**20) as client:
-            received = [await client.get_message() for _ in range(senders * per_sender)]
+            # Each message whole, not interleaved; each sender's in its order.
+            order = await receive_from_tasks(client.get_message, senders, per_sender, payload)
             await client.send_message(b"done")
-    order: dict[int, list[int]] = {}
-    for message in received:
-        assert isinstance(message, bytes)
-        sender, number, _ = message.split(b":", 2)
-        assert message == payload(int(sender), int(number))  # whole, not interleaved
-        order.setdefault(int(sender), []).append(int(number))
     assert order == {index: list(range(per_sender)) for index in range(senders)}
 
 
