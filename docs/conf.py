@@ -95,10 +95,6 @@ nitpick_ignore = [
     ("py:func", "hypercorn.trio.serve"),
     ("py:class", "hypercorn.config.Config"),
     ("py:exc", "hypercorn.utils.LifespanFailureError"),
-    # trio_bocaws.testing's docstring names the pytest plugin by a module that does not
-    # exist; it is `trio_bocaws_pytest` (documented in the API reference). Remove this line
-    # once the docstring says :mod:`trio_bocaws_pytest`.
-    ("py:mod", "trio_bocaws._pytest_plugin"),
 ]
 
 # -- HTML --------------------------------------------------------------------------------
