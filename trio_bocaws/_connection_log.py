@@ -31,10 +31,6 @@ __all__ = ["ConnectionRecord", "log_refusal", "logger", "wanted"]
 
 logger: Final = logging.getLogger("trio_bocaws.connections")
 
-# The side that closed first, as the metrics' ``closed_by`` attribute says it.
-CLIENT: Final = "client"
-SERVER: Final = "server"
-
 # The cause of a refusal by the view (or its block), as the metrics' reason says it.
 VIEW: Final = "view"
 
@@ -64,9 +60,9 @@ class ConnectionRecord:
         if self.closed_by is None:
             self.closed_by, self.close_code = side, code
 
-    def refused(self, status: int, cause: str) -> None:
-        """The handshake was refused with HTTP ``status``, by ``cause`` (``"auth"``,
-        ``"view"``)."""
+    def refused(self, status: int, cause: str = VIEW) -> None:
+        """The handshake was refused with HTTP ``status``, by ``cause`` (the view, or
+        ``"auth"``, the authenticate hook)."""
         if self.refusal is None:
             self.refusal = (status, cause)
 

@@ -191,7 +191,7 @@ class Lifetime:
         """The handshake was refused with HTTP ``status`` (by the view, or as the block
         ended unanswered)."""
         if self.record is not None:
-            self.record.refused(status, "view")
+            self.record.refused(status)
 
     def cancel_with(self, code: int, reason: str) -> None:
         """Cancel the block and its tasks; the connection closes with ``code``, ``reason``."""

@@ -152,7 +152,7 @@ class ConnectionMetrics(ConnectionRecord):
             if refusal is not None:
                 metrics.refused_handshake(refusal[1])
             elif ws.state is WebSocketState.REJECTED:  # (takes in a close reported since)
-                metrics.refused_handshake(VIEW)  # refused outside the view's block
+                metrics.refused_handshake(VIEW)  # (refused where no block reported it)
         else:
             closed = {**attributes, "close_code": self.close_code, "closed_by": self.closed_by}
             metrics.closed.add(1, closed)
