@@ -1567,6 +1567,26 @@ async def test_hypercorns_command_line_with_a_config_file() -> None:
     assert close_of(closed)[0] == 1009
 
 
+async def test_hypercorns_command_line_with_the_logging_configuration() -> None:
+    path = SNIPPETS / "deployment_logging.toml"
+    command = ["hypercorn", "--worker-class", "trio", "--log-config", f"toml:{path}"]
+    command += ["-b", "127.0.0.1:0", "examples.echo:app"]
+    async with server_process(command) as server:
+        with trio.fail_after(15):
+            async with open_websocket(server.url + "/echo") as ws:
+                port = ws.local.port
+                await ws.send_message("hi")
+                assert await ws.get_message() == "hi"
+                await ws.aclose(4001)
+            wanted = f"[DEBUG] 127.0.0.1:{port} /echo closed 4001 by client after "
+            while wanted not in server.log():
+                assert server.process.returncode is None, server.log()
+                await trio.sleep(0.05)
+        log = server.log()  # (the log goes with the block)
+    [line] = [line for line in log.splitlines() if wanted in line]
+    assert re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] ", line), line
+
+
 # -- Typed messages ------------------------------------------------------------------------
 
 

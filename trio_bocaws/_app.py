@@ -19,6 +19,8 @@ from ._asyncapi import AsyncAPIConfig, asyncapi_document, serve_document
 from ._broadcast import Broadcast, count_drops
 from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
+from ._connection_log import ConnectionRecord, log_refusal
+from ._connection_log import wanted as connections_logged
 from ._endpoint import WebSocketEndpoint, view_of
 from ._errors import (
     MessageValidationError,
@@ -378,25 +380,28 @@ class App:
             if route is None:
                 if self._metrics is not None:
                     self._metrics.refused_handshake(arguments.cause)
+                log_refusal(scope, arguments.status, arguments.cause)
                 await send_refusal(scope, receive, send, arguments)
                 return
             ws = WebSocket.from_config(scope, receive, send, route.config)
             self._connections += 1
-            metered = None
+            # What the metrics and the debug line per connection learn of it; without
+            # either, nothing (one question to the logger, no clock, nothing per message).
+            record: ConnectionRecord | None = None
             if self._metrics is not None:
-                metered = self._metrics.connection_opened(route.pattern)
+                record = self._metrics.connection_opened(route.pattern)
+            elif connections_logged():
+                record = ConnectionRecord()
             try:
-                if not await self._authenticated(ws, route):
-                    if metered is not None:
-                        metered.refused_by_authenticate()
+                if not await self._authenticated(ws, route, record):
                     return
                 try:
                     # `async with ws`, spelled out, without the accept on entry: with
                     # auto_accept the handshake is answered on first use, so the view can
                     # still reject() before it sends or receives.
                     await enter_block(ws)
-                    if metered is not None:
-                        metered.count(ws)
+                    if record is not None:
+                        record.attach(ws)
                     try:
                         await route.view(ws, **arguments)
                     except BaseException as exc:
@@ -408,8 +413,8 @@ class App:
                     self._report(exc, route)
             finally:
                 self._connections -= 1
-                if metered is not None:
-                    metered.ended(ws)
+                if record is not None:
+                    record.ended(ws)
         elif scope["type"] == "http":
             if self._router.match(_route_path(scope)) is None:
                 await self._http_app(scope, receive, send)
@@ -482,9 +487,11 @@ class App:
 
         await self._http_app(scope, receive, send_or_upgrade)
 
-    async def _authenticated(self, ws: WebSocket, route: WebSocketRoute) -> bool:
+    async def _authenticated(
+        self, ws: WebSocket, route: WebSocketRoute, record: ConnectionRecord | None
+    ) -> bool:
         """Run the route's hook (or the app's); attach what it returns to ``ws``, or refuse
-        the handshake. True when the view may run."""
+        the handshake (and note it in ``record``). True when the view may run."""
         hook: Authenticate | None = (
             self._authenticate if route.authenticate is APP_DEFAULT else route.authenticate
         )
@@ -495,10 +502,14 @@ class App:
             if inspect.isawaitable(result):
                 result = await result
         except RejectConnection as refusal:
+            if record is not None:
+                record.refused(refusal.status, _metrics.AUTH)
             await _refuse(ws, refusal.status, refusal.body, refusal.headers)
             return False
         except Exception:
             logger.exception("authenticate hook %s failed for %r", describe(hook), route.pattern)
+            if record is not None:
+                record.refused(500, _metrics.AUTH)
             await _refuse(ws, 500, "")
             return False
         ws.user = result

@@ -132,8 +132,8 @@ class Lifetime:
         "_manager",
         "_received_at",
         "_ws",
-        "metrics",
         "nursery",
+        "record",
         "rooms",
     )
 
@@ -146,11 +146,12 @@ class Lifetime:
         self._cancel_close: tuple[int, str] | None = None
         self._received_at: float | None = None  # only with an idle timeout
         self.rooms: dict[str, Any] | None = None
-        self.metrics: Any = None
-        """The connection's counts (:class:`~trio_bocaws._metrics.ConnectionMetrics`), when
-        an App records metrics. Here, not on the WebSocket: this object has room for one
-        more field in its allocation, the WebSocket has none."""
         """The broadcast rooms joined, by channel (kept by :mod:`trio_bocaws._broadcast`)."""
+        self.record: Any = None
+        """Where the connection's messages and close are reported
+        (:class:`~trio_bocaws._connection_log.ConnectionRecord`), when an App records
+        metrics or logs connections. Here, not on the WebSocket: this object has room for
+        one more field in its allocation, the WebSocket has none."""
 
     @classmethod
     async def open(cls, ws: Closable) -> Lifetime:
@@ -178,13 +179,19 @@ class Lifetime:
         """Restart the idle timer (a no-op without an idle timeout); count the message."""
         if self._received_at is not None:
             self._received_at = trio.current_time()
-        if self.metrics is not None:
-            self.metrics.received += 1
+        if self.record is not None:
+            self.record.received += 1
 
     def closed_by(self, side: str, code: int) -> None:
         """The connection was closed first by ``side`` with ``code``."""
-        if self.metrics is not None:
-            self.metrics.closed(side, code)
+        if self.record is not None:
+            self.record.closed(side, code)
+
+    def refused(self, status: int) -> None:
+        """The handshake was refused with HTTP ``status`` (by the view, or as the block
+        ended unanswered)."""
+        if self.record is not None:
+            self.record.refused(status)
 
     def cancel_with(self, code: int, reason: str) -> None:
         """Cancel the block and its tasks; the connection closes with ``code``, ``reason``."""

@@ -20,18 +20,18 @@ from typing import Any, Final
 
 import trio
 
+from ._connection_log import VIEW, ConnectionRecord
 from ._state import WebSocketState
-from ._websocket import WebSocket, lifetime_of
+from ._websocket import WebSocket
 
 __all__ = ["ConnectionMetrics", "Metrics", "metrics_from"]
 
-# The reasons of trio_bocaws.handshakes.refused.
+# The reasons of trio_bocaws.handshakes.refused (and VIEW, the connection log's).
 ORIGIN: Final = "origin"
 AUTH: Final = "auth"
 CAP: Final = "cap"
 NO_ROUTE: Final = "no_route"
 BAD_PARAMETERS: Final = "bad_parameters"
-VIEW: Final = "view"
 
 _INSTALL: Final = "metrics need OpenTelemetry's API: pip install 'trio-bocaws[metrics]'"
 
@@ -127,47 +127,19 @@ class Metrics:
         return lambda: add(1, attributes)
 
 
-class ConnectionMetrics:
-    """One connection's share of the metrics, from its route to its end."""
+class ConnectionMetrics(ConnectionRecord):
+    """One connection's share of the metrics, from its route to its end: a
+    :class:`~trio_bocaws._connection_log.ConnectionRecord` that is also counted."""
 
-    __slots__ = (
-        "_attributes",
-        "_close_code",
-        "_closed_by",
-        "_metrics",
-        "_opened",
-        "_refused",
-        "received",
-        "sent",
-    )
+    __slots__ = ("_attributes", "_metrics")
 
     def __init__(self, metrics: Metrics, attributes: dict[str, str]) -> None:
+        super().__init__()
         self._metrics = metrics
         self._attributes = attributes
-        self._opened = trio.current_time()
-        self._refused = False
-        self.received = 0  # counted by the connection's Lifetime and Stream
-        self.sent = 0
-        self._closed_by: str | None = None
-        self._close_code = 0
-
-    def closed(self, side: str, code: int) -> None:
-        """The first close: ``side`` (``"client"`` or ``"server"``) with ``code``."""
-        if self._closed_by is None:
-            self._closed_by, self._close_code = side, code
-
-    def refused_by_authenticate(self) -> None:
-        self._refused = True
-        self._metrics.refused_handshake(AUTH)
-
-    def count(self, ws: WebSocket) -> None:
-        """Have the connection's block count its messages and its close here."""
-        lifetime = lifetime_of(ws)
-        if lifetime is not None:
-            lifetime.metrics = self
 
     def ended(self, ws: WebSocket) -> None:
-        """The App is done with the connection: record how it went."""
+        """The App is done with the connection: record how it went (and log its line)."""
         metrics = self._metrics
         attributes = self._attributes
         metrics.active.add(-1, attributes)
@@ -175,11 +147,14 @@ class ConnectionMetrics:
             metrics.received.add(self.received, attributes)
         if self.sent:
             metrics.sent.add(self.sent, attributes)
-        state = ws.state  # (takes in a close the server reported since)
-        if self._closed_by is None:
-            if not self._refused and state is WebSocketState.REJECTED:
-                metrics.refused_handshake(VIEW)  # the view (or its block) refused
-            return
-        closed = {**attributes, "close_code": self._close_code, "closed_by": self._closed_by}
-        metrics.closed.add(1, closed)
-        metrics.duration.record(trio.current_time() - self._opened, attributes)
+        if self.closed_by is None:
+            refusal = self.refusal
+            if refusal is not None:
+                metrics.refused_handshake(refusal[1])
+            elif ws.state is WebSocketState.REJECTED:  # (takes in a close reported since)
+                metrics.refused_handshake(VIEW)  # (refused where no block reported it)
+        else:
+            closed = {**attributes, "close_code": self.close_code, "closed_by": self.closed_by}
+            metrics.closed.add(1, closed)
+            metrics.duration.record(trio.current_time() - self.opened, attributes)
+        super().ended(ws)

@@ -181,8 +181,8 @@ class Stream(Connection):
         except OSError as exc:
             raise self._lost() from exc
         lifetime = self._lifetime
-        if lifetime is not None and lifetime.metrics is not None:
-            lifetime.metrics.sent += 1
+        if lifetime is not None and lifetime.record is not None:
+            lifetime.record.sent += 1
 
     async def _before_unreported_send(self) -> None:
         # The server does not report closes (see _reader.py). From the second send in a

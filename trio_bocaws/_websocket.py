@@ -249,6 +249,9 @@ class WebSocket(Stream):
             return
         handshake = self._check_handshake(Transition.REJECT)
         await self._answer(Transition.REJECT, handshake.refusal(status, body, headers))
+        lifetime = self._lifetime
+        if lifetime is not None and self._state is WebSocketState.REJECTED:
+            lifetime.refused(status)
 
     async def _auto_accept(self, action: Transition) -> None:
         if not self._config.auto_accept:
