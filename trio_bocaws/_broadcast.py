@@ -3,9 +3,9 @@
 One :class:`Broadcast` hub per process. Its backend carries messages between processes:
 ``memory://`` keeps them in this process (one worker), ``redis://host:port/db`` goes
 through Redis pub/sub, so that every worker (and machine) sees every message. Within the
-process the hub fans each message out to local subscribers without ever waiting for one:
-each subscriber has a bounded buffer, and a full buffer either drops its oldest message
-or closes that subscriber, as :class:`BroadcastConfig` says.
+process the hub fans each message out to local subscribers without ever waiting for one
+(:mod:`trio_bocaws._pubsub`); a room's members are sent theirs by the hub's relays
+(:mod:`trio_bocaws._room_delivery`).
 """
 
 from __future__ import annotations
@@ -16,24 +16,31 @@ import math
 import secrets
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import attrs
 import trio
 
 from . import _room_presence as presence
 from . import _room_redis
-from ._errors import TrioBocawsError, WebSocketDisconnect, WebSocketStateError, leaves
+from ._errors import WebSocketDisconnect, WebSocketStateError, leaves
+from ._pubsub import (
+    BroadcastConfig,
+    BroadcastError,
+    BroadcastOverflow,
+    Buffered,
+    Message,
+    Receiver,
+    Subscription,
+)
+from ._room_delivery import Member, Relays
 from ._room_history import (
     HistoryGap,
     MemoryHistory,
     RoomConfig,
     check_since,
-    envelope,
     parse_id,
 )
 from ._room_presence import PRESENCE_PREFIX, PresenceWatch
@@ -58,7 +65,6 @@ __all__ = [
 
 logger = logging.getLogger("trio_bocaws")
 
-Overflow = Literal["drop_oldest", "close"]
 # Over Redis, a payload is one byte saying what it is, then the message.
 _TEXT: Final = b"t"
 _BYTES: Final = b"b"
@@ -66,227 +72,6 @@ _BYTES: Final = b"b"
 # id, a space, and the message.
 _KINDS: Final = {b"T": (True, False), b"J": (True, True), b"B": (False, False)}
 _ROOM_PREFIX: Final = "trio_bocaws.room:"
-
-
-class BroadcastError(TrioBocawsError):
-    """The broadcast backend cannot be reached (at startup, or for a publish)."""
-
-
-class BroadcastOverflow(TrioBocawsError):
-    """A subscriber fell so far behind that its buffer overflowed (``on_overflow="close"``)."""
-
-
-def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{attribute.name} must be a number above 0, not {value!r}")
-
-
-def _positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{attribute.name} must be an int of at least 1, not {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class BroadcastConfig:
-    """How the hub buffers and reconnects. Immutable; change with :func:`attrs.evolve`.
-
-    Attributes:
-        buffer_size: Messages that may wait for each subscriber (each room member). The
-            publisher never waits for a slow subscriber; when a buffer is full,
-            ``on_overflow`` decides.
-        on_overflow: ``"drop_oldest"`` (the default): the oldest waiting message is
-            dropped, the subscriber goes on with the newer ones. ``"close"``: the
-            subscriber is ended: a room member's connection is closed with 1013 ("try
-            again later"), a :class:`Subscription` raises :class:`BroadcastOverflow`.
-        publish_timeout: Seconds a publish (each ``room.send``) may wait for Redis; then it
-            raises :class:`BroadcastError`. Also how long a subscription (``room.join``)
-            waits for Redis to confirm it, and the reader for Redis to answer its keepalive.
-        connect_timeout: Seconds Redis may take to answer a connection: at startup (then
-            the hub does not start) and at each reconnection (then it tries again).
-        keepalive_interval: Seconds of silence from Redis after which the reader checks
-            that Redis still answers (a ``PING``, ``publish_timeout`` to answer). A Redis
-            that does not is lost, as one that went away is.
-        reconnect_delay: Seconds before the first attempt to reconnect to a lost backend;
-            doubled at each failure, up to ``max_reconnect_delay``.
-        max_reconnect_delay: The longest wait between two attempts.
-        rooms: The :class:`RoomConfig` of every room not given one of its own: by
-            default, no history and no presence.
-        presence_ttl: Through Redis, seconds after which the presence of a worker that
-            stopped renewing it (it died, or lost Redis) is removed, and its members'
-            leaves announced. Each hub renews its own three times per ``presence_ttl``.
-    """
-
-    buffer_size: int = attrs.field(default=256, validator=_positive_int)
-    on_overflow: Overflow = attrs.field(
-        default="drop_oldest", validator=attrs.validators.in_(("drop_oldest", "close"))
-    )
-    # Well above the pauses of a healthy Redis (a fork, a slow fsync: up to about two
-    # seconds), well below the patience of a person waiting for their message.
-    publish_timeout: float = attrs.field(default=5.0, validator=_positive)
-    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
-    keepalive_interval: float = attrs.field(default=15.0, validator=_positive)
-    reconnect_delay: float = attrs.field(default=0.1, validator=_positive)
-    max_reconnect_delay: float = attrs.field(default=5.0, validator=_positive)
-    rooms: RoomConfig = attrs.field(
-        factory=RoomConfig, validator=attrs.validators.instance_of(RoomConfig)
-    )
-    presence_ttl: float = attrs.field(default=30.0, validator=_positive)
-
-
-@attrs.frozen
-class Message:
-    """A message received on a channel.
-
-    Attributes:
-        channel: The channel it was published on.
-        data: Text or bytes.
-        id: Its id, in a room that keeps history (``None`` elsewhere).
-        is_json: Whether ``data`` is JSON text (sent with ``send_json``), in a room that
-            keeps history.
-    """
-
-    channel: str
-    data: str | bytes
-    id: str | None = None
-    is_json: bool = False
-
-
-# Put in a room member's buffer when the hub has (re)subscribed after losing its backend:
-# what was sent meanwhile never came, and a room that keeps history can send it now.
-_CATCH_UP: Final = Message("", "")
-
-
-class _Receiver:
-    """One subscriber's bounded buffer, filled by the hub without waiting.
-
-    One task receives at a time (a room member's forwarder, or a subscription's reader),
-    so the waiting task is kept as it is, and woken directly: a room of 10,000 members
-    wakes 10,000 of them for each message. The buffer is a list, not a deque: it is short
-    (``buffer_size`` at most, empty most of the time), and an empty deque costs ten
-    times the memory, for each member.
-    """
-
-    __slots__ = (
-        "_buffer",
-        "_waiter",
-        "_when_overflowing",
-        "catches_up",
-        "channels",
-        "closed",
-        "dropped",
-        "envelope",
-        "limit",
-        "on_drop",
-        "on_overflow",
-        "presence_key",
-    )
-
-    def __init__(
-        self,
-        channels: tuple[str, ...],
-        config: BroadcastConfig,
-        when_overflowing: Callable[[_Receiver], None] | None = None,
-    ) -> None:
-        self.channels = channels
-        self.limit = config.buffer_size
-        self.on_overflow = config.on_overflow
-        self._when_overflowing = when_overflowing
-        self._buffer: list[Message] = []
-        self._waiter: trio.lowlevel.Task | None = None
-        self.closed: BaseException | None = None
-        self.dropped = 0
-        # For room members: send each message in the id envelope; who it is, for presence.
-        self.envelope = False
-        self.presence_key: str | None = None
-        self.catches_up = False
-        self.on_drop: Callable[[], None] | None = None  # a room member's, with metrics on
-
-    def put(self, message: Message) -> None:
-        if self.closed is not None:
-            return
-        if len(self._buffer) >= self.limit:
-            if self.on_overflow == "close":
-                self.overflowed()
-                return
-            del self._buffer[0]
-            self.dropped += 1
-            if self.on_drop is not None:
-                self.on_drop()
-        self._buffer.append(message)
-        if self._waiter is not None:
-            self._wake()
-
-    def _wake(self) -> None:
-        task, self._waiter = self._waiter, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
-
-    def catch_up(self) -> None:
-        """Ask the member to fetch what it missed (beyond the bound: it is one marker)."""
-        if self.closed is None and self.catches_up:
-            self._buffer.append(_CATCH_UP)
-            self._wake()
-
-    def overflowed(self) -> None:
-        self.close(
-            BroadcastOverflow(
-                f"a subscriber to {', '.join(self.channels)} fell {self.limit} messages behind"
-            )
-        )
-        if self._when_overflowing is not None:
-            self._when_overflowing(self)
-
-    def close(self, reason: BaseException) -> None:
-        self.closed = reason
-        self._buffer.clear()
-        self._wake()
-
-    async def get(self) -> Message:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        parked = False
-        while not self._buffer:
-            if self.closed is not None:
-                raise self.closed
-            if self._waiter is not None:
-                raise trio.BusyResourceError("another task is already receiving from it")
-            self._waiter = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort)  # loses nothing if aborted
-            parked = True
-        message = self._buffer.pop(0)
-        if not parked:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return message
-
-    def _abort(self, _: Any) -> trio.lowlevel.Abort:
-        self._waiter = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-
-class Subscription:
-    """Messages from the channels subscribed to, in order; ``async for`` them."""
-
-    def __init__(self, receiver: _Receiver) -> None:
-        self._receiver = receiver
-
-    @property
-    def dropped(self) -> int:
-        """Messages dropped because this subscriber fell behind (``drop_oldest``)."""
-        return self._receiver.dropped
-
-    async def receive(self) -> Message:
-        """The next message.
-
-        Raises:
-            BroadcastOverflow: With ``on_overflow="close"``, when this subscriber fell
-                ``buffer_size`` messages behind.
-        """
-        return await self._receiver.get()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Message:
-        return await self._receiver.get()
 
 
 class _MemoryBackend:
@@ -697,7 +482,8 @@ class Broadcast:
         scheme = urlsplit(url).scheme
         self.url = url
         self.config = BroadcastConfig() if config is None else config
-        self._receivers: dict[str, set[_Receiver]] = {}
+        self._receivers: dict[str, set[Buffered]] = {}
+        self._relays = Relays()  # send room members their messages
         self._room_configs: dict[str, RoomConfig] = {}
         # Presence: this hub's connections per key in each room, the rooms watched here
         # (whose dead workers this hub clears), and each room's syncs with the backend.
@@ -708,6 +494,7 @@ class Broadcast:
         self._connected = False
         self._connected_event = trio.Event()
         self._running: trio.CancelScope | None = None
+        self._relaying: trio.CancelScope | None = None
         self._nursery_manager: Any = None
         self._metrics: Metrics | None = None  # set by an App with metrics on
         self._backend: _MemoryBackend | _RedisBackend
@@ -745,6 +532,12 @@ class Broadcast:
             if len(errors) == 1:
                 raise errors[0] from None
             raise
+        self._relaying = trio.CancelScope()
+        await nursery.start(self._relay, self._relaying)
+
+    async def _relay(self, scope: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
+        with scope:
+            await self._relays.run(task_status)
 
     async def _run(self, scope: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
         with scope:
@@ -768,6 +561,9 @@ class Broadcast:
         if self._running is not None:
             self._running.cancel()
             self._running = None
+        if self._relaying is not None:
+            self._relaying.cancel()
+            self._relaying = None
 
     async def aclose(self) -> None:
         """As :meth:`close`, for ``async with``-style cleanup."""
@@ -840,30 +636,24 @@ class Broadcast:
         """
         if not channels:
             raise ValueError("subscribe() needs at least one channel")
-        receiver = await self._add(channels)
+        receiver = Receiver(channels, self.config)
+        await self._add(receiver)
         try:
             yield Subscription(receiver)
         finally:
             self._remove(receiver)
 
-    async def _add(
-        self,
-        channels: Iterable[str],
-        when_overflowing: Callable[[_Receiver], None] | None = None,
-    ) -> _Receiver:
-        names = tuple(channels)
-        receiver = _Receiver(names, self.config, when_overflowing)
-        for channel in names:
+    async def _add(self, receiver: Buffered) -> None:
+        for channel in receiver.channels:
             self._receivers.setdefault(channel, set()).add(receiver)
         try:
-            for channel in names:
+            for channel in receiver.channels:
                 await self._backend.subscribe(channel)
         except BaseException:
             self._remove(receiver)
             raise
-        return receiver
 
-    def _remove(self, receiver: _Receiver) -> None:
+    def _remove(self, receiver: Buffered) -> None:
         for channel in receiver.channels:
             members = self._receivers.get(channel)
             if members is None:
@@ -1040,12 +830,10 @@ class Room:
             ValueError: ``since``, ``last``, ``envelope`` or ``key`` asked of a room that
                 keeps no history or has no presence; both ``since`` and ``last``.
         """
-        try:
-            nursery = ws.nursery
-        except WebSocketStateError:
+        if lifetime_of(ws) is None:
             raise WebSocketStateError(
                 "Room.join() needs the WebSocket inside `async with ws` (or an App view)"
-            ) from None
+            )
         config = self.config
         if (since is not None or last is not None or envelope) and not config.keeps_history:
             raise ValueError(
@@ -1064,89 +852,66 @@ class Room:
             )
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__name__}")
-        if self.channel in _members_of(ws):
+        known = _members_of(ws).get(self.channel)
+        if known is not None and known.closed is None:
             return  # already a member
         presence_key = None
         if config.presence:
             presence_key = presence.default_key(ws) if key is None else key
-        receiver = await self.hub._add((self.channel,), partial(_close_slow_member, ws))
-        backlog: list[Message] = []
+        relays = self.hub._relays
+        if not relays.running:
+            raise BroadcastError(
+                f"{self.hub!r} is not running: give it to App(broadcast=...), or use"
+                " `async with hub:`"
+            )
+        member = Member(ws, self.channel, self.hub.config, relays, _close_slow_member)
+        await self.hub._add(member)
         try:
             # Subscribed first, read second: a message sent meanwhile is in both, and the
-            # forwarder skips its live copy by id; none can be in neither.
+            # live copy is skipped by id; none can be in neither.
             if since is not None:
-                backlog = await self.history(since=since)
+                member.backlog = await self.history(since=since)
             elif last is not None:
-                backlog = await self.history(limit=last)
+                member.backlog = await self.history(limit=last)
         except BaseException:
-            self.hub._remove(receiver)
+            self.hub._remove(member)
             raise
-        receiver.envelope = envelope
-        receiver.presence_key = presence_key
-        receiver.catches_up = config.keeps_history
+        member.envelope = envelope
+        member.presence_key = presence_key
+        if config.keeps_history:
+            member.missed_since = self._missed_since
+            member.last = member.backlog[-1].id if member.backlog else since
+            if member.last is not None:
+                member.skip_through = parse_id(member.last)
         if self.hub._metrics is not None:
-            receiver.on_drop = self.hub._metrics.room_drop_counter(self.name)
-        _members_of(ws)[self.channel] = receiver
-        after = backlog[-1].id if backlog else since
-        nursery.start_soon(self._forward, ws, receiver, backlog, after)
+            member.on_drop = self.hub._metrics.room_drop_counter(self.name)
+        member.on_end = self._ended
+        if presence_key is not None:
+            member.announce = self._announce_leave
+        _members_of(ws)[self.channel] = member
+        member.release()
         if presence_key is not None:
             self.hub._count_presence(self.name, presence_key, 1)
             await self._announce_presence()
 
     def leave(self, ws: WebSocket) -> None:
         """Take ``ws`` out of the room (it also leaves when its connection ends)."""
-        receiver = _members_of(ws).pop(self.channel, None)
-        if receiver is not None:
-            receiver.close(WebSocketDisconnect(1000))
-            self.hub._remove(receiver)
+        member = _members_of(ws).pop(self.channel, None)
+        if member is not None:
+            member.close(WebSocketDisconnect(1000))
+            if member.presence_key is not None:
+                ws.nursery.start_soon(self._announce_presence)
 
-    async def _forward(
-        self,
-        ws: WebSocket,
-        receiver: _Receiver,
-        backlog: list[Message],
-        after: str | None,
-    ) -> None:
-        try:
-            for message in backlog:
-                await self._send_to(ws, receiver, message)
-            last = backlog[-1].id if backlog else after
-            # Live messages that the backlog already held come first in the buffer: skip
-            # them until the first newer one (after which all are newer).
-            skip_through = None if last is None else parse_id(last)
-            while True:
-                message = await receiver.get()
-                if message is _CATCH_UP:
-                    if last is not None:
-                        missed = await self._missed_since(last)
-                        for message in missed:
-                            await self._send_to(ws, receiver, message)
-                        last = missed[-1].id if missed else last
-                        skip_through = parse_id(last)
-                    continue
-                if skip_through is not None and message.id is not None:
-                    if parse_id(message.id) <= skip_through:
-                        continue
-                    skip_through = None
-                # The common case inline: one coroutine less per member and message.
-                data = message.data
-                if receiver.envelope and message.id is not None:
-                    await ws.send_text(envelope(message.id, data, message.is_json))
-                elif isinstance(data, str):
-                    await ws.send_text(data)
-                else:
-                    await ws.send_bytes(data)
-                last = message.id or last
-        except (WebSocketDisconnect, WebSocketStateError, BroadcastOverflow):
-            pass  # the connection is gone or closed, or the member left
-        finally:
-            _members_of(ws).pop(self.channel, None)
-            self.hub._remove(receiver)
-            if receiver.presence_key is not None:
-                self.hub._count_presence(self.name, receiver.presence_key, -1)
-                # Also when cancelled (the connection ends): shielded, and bounded.
-                with trio.move_on_after(self.hub.config.publish_timeout, shield=True):
-                    await self._announce_presence()
+    def _ended(self, member: Member) -> None:
+        """``member`` left, or its connection ended or failed: no more messages for it."""
+        self.hub._remove(member)
+        if member.presence_key is not None:
+            self.hub._count_presence(self.name, member.presence_key, -1)
+
+    async def _announce_leave(self) -> None:
+        # Also when the connection was cancelled: shielded, and bounded.
+        with trio.move_on_after(self.hub.config.publish_timeout, shield=True):
+            await self._announce_presence()
 
     async def _missed_since(self, last: str) -> list[Message]:
         """After the hub lost its backend: the kept messages after ``last``."""
@@ -1155,16 +920,6 @@ class Room:
         except (HistoryGap, BroadcastError) as exc:
             logger.warning("broadcast: a member of %r missed messages (%s)", self.name, exc)
             return []
-
-    @staticmethod
-    async def _send_to(ws: WebSocket, receiver: _Receiver, message: Message) -> None:
-        data = message.data
-        if receiver.envelope and message.id is not None:
-            await ws.send_text(envelope(message.id, data, message.is_json))
-        elif isinstance(data, str):
-            await ws.send_text(data)
-        else:
-            await ws.send_bytes(data)
 
     async def _announce_presence(self) -> None:
         try:
@@ -1296,18 +1051,18 @@ def count_drops(hub: Broadcast, metrics: Metrics) -> None:
     hub._metrics = metrics
 
 
-def _members_of(ws: WebSocket) -> dict[str, _Receiver]:
+def _members_of(ws: WebSocket) -> dict[str, Member]:
     """The rooms a WebSocket is in (created on first use: most connections join none)."""
     lifetime = lifetime_of(ws)
     if lifetime is None:
         return {}  # its block is over: it has left every room
     if lifetime.rooms is None:
         lifetime.rooms = {}
-    return lifetime.rooms
+    return cast("dict[str, Member]", lifetime.rooms)  # rooms put only members there
 
 
-def _close_slow_member(ws: WebSocket, receiver: _Receiver) -> None:
-    logger.info("broadcast: closing %r, %d room messages behind", ws, receiver.limit)
-    lifetime = lifetime_of(ws)
+def _close_slow_member(member: Member) -> None:
+    logger.info("broadcast: closing %r, %d room messages behind", member.ws, member.limit)
+    lifetime = lifetime_of(member.ws)
     if lifetime is not None:
         lifetime.cancel_with(1013, "too slow: room messages piled up")

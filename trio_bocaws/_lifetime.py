@@ -123,6 +123,13 @@ def _errors_in(error: BaseException | None) -> set[int]:
     return {id(leaf) for leaf in leaves(error) if not isinstance(leaf, trio.Cancelled)}
 
 
+class Membership(Protocol):
+    """A room the connection joined (:class:`~trio_bocaws._room_delivery.Member`)."""
+
+    async def connection_ended(self) -> None:
+        """The block is over; shielded and bounded by the room."""
+
+
 class Lifetime:
     """The block of one connection; made by :meth:`open`, ended by :meth:`finish`."""
 
@@ -145,12 +152,13 @@ class Lifetime:
         self._depth = 0  # nested `async with ws` blocks inside the outermost one
         self._cancel_close: tuple[int, str] | None = None
         self._received_at: float | None = None  # only with an idle timeout
-        self.rooms: dict[str, Any] | None = None
+        self.rooms: dict[str, Membership] | None = None
         self.metrics: Any = None
         """The connection's counts (:class:`~trio_bocaws._metrics.ConnectionMetrics`), when
         an App records metrics. Here, not on the WebSocket: this object has room for one
         more field in its allocation, the WebSocket has none."""
-        """The broadcast rooms joined, by channel (kept by :mod:`trio_bocaws._broadcast`)."""
+        """The broadcast rooms joined, by channel (kept by :mod:`trio_bocaws._broadcast`);
+        each is told when the block ends."""
 
     @classmethod
     async def open(cls, ws: Closable) -> Lifetime:
@@ -240,6 +248,9 @@ class Lifetime:
             failure: BaseException | None = exc if same else raised
         else:
             failure = None  # the nursery absorbed its own cancellation
+        if self.rooms:
+            for membership in list(self.rooms.values()):
+                await membership.connection_ended()  # noqa: ASYNC102 (shielded inside)
         swallow = await self._close(failure)  # noqa: ASYNC102 (shielded inside)
         if failure is None or failure is exc:
             return failure is None or swallow
