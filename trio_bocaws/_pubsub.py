@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import trio
@@ -27,6 +28,7 @@ __all__ = [
     "Overflow",
     "Receiver",
     "Subscription",
+    "safe_url",
 ]
 
 Overflow = Literal["drop_oldest", "close"]
@@ -244,3 +246,12 @@ class Subscription:
 
     async def __anext__(self) -> Message:
         return await self._receiver.get()
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
