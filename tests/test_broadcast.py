@@ -138,9 +138,9 @@ async def test_a_room_message_is_json_encoded_once(monkeypatch: pytest.MonkeyPat
     encodings: list[Any] = []
     encode = room_module._dumps
 
-    def counting(data: Any) -> str:
+    def counting(data: Any, converter: Any) -> str:
         encodings.append(data)
-        return encode(data)
+        return encode(data, converter)
 
     monkeypatch.setattr(room_module, "_dumps", counting)
     hub = Broadcast()
