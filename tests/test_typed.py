@@ -399,7 +399,7 @@ async def test_a_room_sends_a_typed_message_as_its_routes_would(serve: Serve) ->
 
 async def test_a_room_refuses_what_json_cannot_hold_and_names_it() -> None:
     async with Broadcast() as hub:
-        with pytest.raises(TypeError, match="Size is not JSON serializable.*attrs class"):
+        with pytest.raises(TypeError, match=r"Size is not JSON serializable.*attrs class"):
             await hub.room("r").send_json({"size": Size.SMALL})
         with pytest.raises(ValueError, match="not JSON compliant"):
             await hub.room("r").send_json({"price": float("nan")})
