@@ -3,7 +3,7 @@
     python benchmarks/broadcast.py [--sizes 1000,10000] [--repeat 5]
 
 1. Time to deliver one JSON message to every member of a room of 1k and 10k connections,
-   through ``Room.send_json`` (encoded once, a forwarding task per member) against a plain
+   through ``Room.send_json`` (encoded once, sent by the hub's relays) against a plain
    loop of ``await ws.send_json(...)`` over the same sockets (encoded per socket), side by
    side in one run.
    The same again for a room that keeps history (``RoomConfig(history_size=100)``): each
@@ -12,8 +12,8 @@
    sends block, as on a client whose buffers are full), against a room where all read.
    A plain loop would wait on the first stuck member forever; the room should not care.
 
-3. Memory per member: the bytes ``room.join`` allocates for each member (its buffer and its
-   forwarding task), measured with ``tracemalloc``.
+3. Memory per member: the bytes ``room.join`` allocates for each member (its buffer and
+   its place in the room), measured with ``tracemalloc``.
 
 Connections are real ``WebSocket`` objects inside ``async with ws`` over an in-memory ASGI
 server whose send is a checkpoint (or blocks forever, for a stuck member): this measures

@@ -89,8 +89,10 @@ nitpick_ignore = [
     ("py:class", "trio_bocaws._room_presence._Messages"),
     ("py:class", "trio_bocaws._routing._QueryParameter"),
     ("py:class", "re.Pattern"),
-    # Subscription's constructor takes the hub's private receiver (see Broadcast.subscribe).
-    ("py:class", "trio_bocaws._broadcast._Receiver"),
+    # Subscription's constructor takes the hub's private receiver (see Broadcast.subscribe),
+    # Room's the hub as the room sees it (see Broadcast.room): users make neither.
+    ("py:class", "trio_bocaws._pubsub.Receiver"),
+    ("py:class", "trio_bocaws._room.RoomHub"),
     # hypercorn's documentation has no API reference to link to.
     ("py:func", "hypercorn.trio.serve"),
     ("py:class", "hypercorn.config.Config"),

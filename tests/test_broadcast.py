@@ -133,16 +133,16 @@ async def test_a_room_message_reaches_every_member() -> None:
 
 
 async def test_a_room_message_is_json_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trio_bocaws._broadcast as broadcast_module
+    import trio_bocaws._room as room_module
 
     encodings: list[Any] = []
-    encode = broadcast_module._dumps
+    encode = room_module._dumps
 
-    def counting(data: Any) -> str:
+    def counting(data: Any, converter: Any) -> str:
         encodings.append(data)
-        return encode(data)
+        return encode(data, converter)
 
-    monkeypatch.setattr(broadcast_module, "_dumps", counting)
+    monkeypatch.setattr(room_module, "_dumps", counting)
     hub = Broadcast()
     app = App(broadcast=hub)
     all_joined = trio.Event()

@@ -18,8 +18,9 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 from trio_bocaws import App, AppConfig, RejectConnection, WebSocket
 from trio_bocaws._websocket import lifetime_of
 
-from .conftest import Server, close_code, connect, raw_connection
+from .conftest import Server, close_code, connect
 from .h2_client import open_h2_connection
+from .raw_client import raw_connection
 from .subprocesses import server_process
 from .test_terminal import LOG_LINE, wait_for_line
 

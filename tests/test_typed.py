@@ -18,6 +18,7 @@ from trio_websocket import ConnectionClosed
 
 from trio_bocaws import (
     App,
+    Broadcast,
     MessageValidationError,
     TypedMessages,
     WebSocket,
@@ -360,6 +361,48 @@ async def test_a_replaced_converter_is_used_for_the_apps_routes(serve: Serve) ->
             )
             answer = json.loads(await client.get_message())
     assert answer["items"] == [{"name": "a", "price": 2.5, "size": "small"}]
+
+
+async def test_a_room_sends_a_typed_message_as_its_routes_would(serve: Serve) -> None:
+    """``room.send(Say(...))`` reaches every member as the JSON a typed route sends, encoded
+    with the App's converter; a value JSON cannot hold is refused before anything is sent."""
+    converter = message_converter()
+    converter.register_unstructure_hook(float, lambda value: f"{value:.2f}")
+    hub = Broadcast()
+    app = App(broadcast=hub, converter=converter)
+    joined = trio.Event()
+
+    @app.websocket_route("/room", value_type=Incoming)
+    async def room(ws: WebSocket) -> None:
+        await hub.room("typed").join(ws)
+        joined.set()
+        await ws.receive()
+
+    server = await serve(app)
+    when = datetime.datetime(2026, 11, 30, 9, 0, tzinfo=datetime.timezone.utc)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server.url + "/room") as client:
+            await joined.wait()
+            with pytest.raises(TypeError, match="and object is not JSON serializable"):
+                await hub.room("typed").send({"not json": object()})
+            await hub.room("typed").send(Say("say", "hi", items=[Item("tea", 2.5)], at=when))
+            received = json.loads(await client.get_message())
+    assert received == {
+        "type": "say",
+        "text": "hi",
+        "items": [{"name": "tea", "price": "2.50", "size": "small"}],
+        "tags": {},
+        "at": "2026-11-30T09:00:00+00:00",
+        "reply_to": None,
+    }
+
+
+async def test_a_room_refuses_what_json_cannot_hold_and_names_it() -> None:
+    async with Broadcast() as hub:
+        with pytest.raises(TypeError, match=r"Size is not JSON serializable.*attrs class"):
+            await hub.room("r").send_json({"size": Size.SMALL})
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            await hub.room("r").send_json({"price": float("nan")})
 
 
 def test_configuration_errors_name_the_problem() -> None:

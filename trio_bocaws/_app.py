@@ -16,7 +16,7 @@ import trio
 from . import _metrics
 from ._app_lifespan import AppLifespan, Callback, describe
 from ._asyncapi import AsyncAPIConfig, asyncapi_document, serve_document
-from ._broadcast import Broadcast, count_drops
+from ._broadcast import Broadcast, use_app_settings
 from ._codecs import ClientJSONError
 from ._config import WebSocketConfig
 from ._connection_log import ConnectionRecord, log_refusal
@@ -173,8 +173,8 @@ class App:
         self._authenticate = _check_hook(authenticate)
         self._broadcast = broadcast
         self._metrics = _metrics.metrics_from(metrics)
-        if broadcast is not None and self._metrics is not None:
-            count_drops(broadcast, self._metrics)
+        if broadcast is not None:
+            use_app_settings(broadcast, self._metrics, self._config.websocket.converter)
         self._router = Router()
         # Startup and shutdown callbacks, the app-wide nursery, the hub's start and close,
         # and the wrapped HTTP app's own lifespan, run inside ours.

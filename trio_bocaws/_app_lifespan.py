@@ -17,10 +17,11 @@ from typing import Any
 
 import trio
 
-from ._broadcast import Broadcast, BroadcastError, safe_url
+from ._broadcast import Broadcast, BroadcastError
 from ._errors import leaves
 from ._hints import running_under_trio, wrong_server_message
 from ._http_lifespan import WrappedLifespan
+from ._pubsub import safe_url
 
 __all__ = ["AppLifespan", "Callback", "describe"]
 

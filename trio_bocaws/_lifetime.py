@@ -123,6 +123,13 @@ def _errors_in(error: BaseException | None) -> set[int]:
     return {id(leaf) for leaf in leaves(error) if not isinstance(leaf, trio.Cancelled)}
 
 
+class Membership(Protocol):
+    """A room the connection joined (:class:`~trio_bocaws._room_delivery.Member`)."""
+
+    async def connection_ended(self) -> None:
+        """The block is over; shielded and bounded by the room."""
+
+
 class Lifetime:
     """The block of one connection; made by :meth:`open`, ended by :meth:`finish`."""
 
@@ -145,8 +152,9 @@ class Lifetime:
         self._depth = 0  # nested `async with ws` blocks inside the outermost one
         self._cancel_close: tuple[int, str] | None = None
         self._received_at: float | None = None  # only with an idle timeout
-        self.rooms: dict[str, Any] | None = None
-        """The broadcast rooms joined, by channel (kept by :mod:`trio_bocaws._broadcast`)."""
+        self.rooms: dict[str, Membership] | None = None
+        """The broadcast rooms joined, by channel (kept by :mod:`trio_bocaws._room`); each
+        is told when the block ends."""
         self.record: Any = None
         """Where the connection's messages and close are reported
         (:class:`~trio_bocaws._connection_log.ConnectionRecord`), when an App records
@@ -247,6 +255,9 @@ class Lifetime:
             failure: BaseException | None = exc if same else raised
         else:
             failure = None  # the nursery absorbed its own cancellation
+        if self.rooms:
+            for membership in list(self.rooms.values()):
+                await membership.connection_ended()  # noqa: ASYNC102 (shielded inside)
         swallow = await self._close(failure)  # noqa: ASYNC102 (shielded inside)
         if failure is None or failure is exc:
             return failure is None or swallow
