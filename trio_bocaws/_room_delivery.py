@@ -254,9 +254,9 @@ class Relays:
     def submit(self, member: Member) -> None:
         self.ready.append(member)
         if self._parked:
-            parked, self._parked = self._parked, []
-            for task in parked:
-                trio.lowlevel.reschedule(task)
+            # One relay per member queued: a message to a room of three wakes three relays,
+            # one to a room of thousands wakes every relay, once.
+            trio.lowlevel.reschedule(self._parked.pop())
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             trio.lowlevel.reschedule(watcher)
