@@ -107,6 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the server when a .py file changes (needs watchfiles)",
+    )
+    parser.add_argument(
+        "--reload-dir",
+        action="append",
+        metavar="DIR",
+        help="with --reload, watch this directory; repeat for several "
+        "(default: the working directory)",
+    )
+    parser.add_argument(
         "--root-path", default="", metavar="PATH", help="the prefix a proxy serves the app under"
     )
     return parser
@@ -194,12 +206,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in (config.certfile, config.keyfile):
             if path is not None and not os.path.isfile(path):
                 raise UsageError(f"no such file: {path}")
-        app = load_app(arguments.app)
+        if arguments.reload:
+            directories = _reload_directories(arguments.reload_dir, config.workers)
+        elif arguments.reload_dir:
+            raise UsageError("--reload-dir goes with --reload")
+        else:
+            app = load_app(arguments.app)
     except (UsageError, ValueError, TypeError) as exc:
         print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
     try:
+        if arguments.reload:
+            from ._reload import run_reloading
+
+            # The app is imported by each child the supervisor starts, never here.
+            return run_reloading(arguments.app, config, directories)
         if config.workers == 1:
             run_until_signalled(app, config)
             return 0
@@ -213,6 +235,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{PROGRAM}: error: cannot listen on {binds}: {exc.strerror or exc}", file=sys.stderr
         )
         return 1
+
+
+def _reload_directories(given: list[str] | None, workers: int) -> list[str]:
+    """The directories ``--reload`` watches (checked), or :exc:`UsageError`."""
+    from ._reload import check_watcher
+
+    if workers != 1:
+        raise UsageError(
+            "--reload runs one worker process, restarted on each change; "
+            "leave out --workers (or --reload)"
+        )
+    check_watcher()
+    directories = [os.path.abspath(path) for path in given or (os.getcwd(),)]
+    for path in directories:
+        if not os.path.isdir(path):
+            raise UsageError(f"--reload-dir: no such directory: {path}")
+    return directories
 
 
 def _print_asyncapi(argv: Sequence[str]) -> int:
