@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import multiprocessing
@@ -15,8 +14,7 @@ import os
 import signal
 import sys
 import time
-import types
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
 
@@ -24,17 +22,11 @@ import trio
 from hypercorn.utils import LifespanFailureError
 
 from ._gc import DEFAULT_FULL_THRESHOLD
-from ._hints import missing_attribute_hint, not_an_asgi_app, path_hint
+from ._loading import PROGRAM, UsageError, load_app
 from ._serve import LOG_LEVELS, ServerConfig, run_until_signalled
 from ._terminal import announce, configure_logging, exit_now
 
 __all__ = ["main"]
-
-PROGRAM = "trio-bocaws"
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,52 +114,6 @@ def _parser() -> argparse.ArgumentParser:
         "--root-path", default="", metavar="PATH", help="the prefix a proxy serves the app under"
     )
     return parser
-
-
-def load_app(path: str, *, check_asgi: bool = True) -> Callable[..., Awaitable[None]]:
-    """Import ``module:attribute`` (the working directory is importable, as for hypercorn).
-
-    Raises:
-        UsageError: The path is malformed, or names a module or attribute that is not there.
-    """
-    module_name, _, attribute = path.partition(":")
-    attribute = attribute or "app"
-    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
-        raise UsageError(
-            f"app must be given as module:attribute, not {path!r}"
-            + path_hint(module_name, attribute)
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise UsageError(
-                f"cannot import {module_name!r}: no module named {exc.name!r}"
-                + path_hint(module_name, attribute)
-            ) from None
-        raise  # a module it imports is missing: the user's traceback says more
-    app: Any = module
-    for name in attribute.split("."):
-        try:
-            app = getattr(app, name)
-        except AttributeError:
-            raise UsageError(
-                f"module {module_name!r} has no attribute {attribute!r}"
-                + missing_attribute_hint(module, module_name, attribute)
-            ) from None
-    if isinstance(app, types.ModuleType):
-        raise UsageError(
-            f"{path!r} is a module, not an ASGI app (did you mean {app.__name__}:app?)"
-        )
-    if not callable(app):
-        raise UsageError(f"{path!r} is not an ASGI app (not callable)")
-    refusal = not_an_asgi_app(path, app, module, module_name) if check_asgi else None
-    if refusal is not None:
-        raise UsageError(refusal)
-    loaded: Callable[..., Awaitable[None]] = app
-    return loaded
 
 
 def _version() -> str:

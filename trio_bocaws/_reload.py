@@ -32,7 +32,7 @@ from typing import Any
 import trio
 from hypercorn.utils import LifespanFailureError
 
-from ._cli import PROGRAM, UsageError, load_app
+from ._loading import PROGRAM, UsageError, load_app
 from ._serve import ServerConfig, _raise_startup_error
 from ._shutdown import current_server_shutdown
 from ._terminal import announce, configure_logging, exit_now, log_shutdown_start
