@@ -4,6 +4,7 @@ each restart (1001, then the new code on the same port)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -104,7 +105,8 @@ async def supervisor(
     finally:
         with trio.move_on_after(20, shield=True):
             if process.returncode is None:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
 
 
@@ -174,6 +176,28 @@ async def test_a_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     assert log.splitlines()[-1].endswith(
         "[WARNING] Second signal: stopping now, without waiting for open connections"
     )
+
+
+async def test_the_server_stops_gracefully_if_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """No orphan left serving the port: the child sees the end of its pipe."""
+    write_app(tmp_path, "hello")
+    async with supervisor(tmp_path, "--bind", "127.0.0.1:0") as server:
+        with trio.fail_after(TIMEOUT):
+            url = await server.url()
+            async with connect(url) as client:
+                assert await client.get_message() == "hello"
+                server.process.kill()  # the supervisor alone, as SIGKILL leaves it
+                with pytest.raises(ConnectionClosed) as closed:
+                    await client.get_message()
+            assert close_of(closed) == (1001, "server shutting down")
+            port = int(url.split(":")[2].split("/")[0])
+            while True:  # the child exits once its last connection has closed
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    break
+                await stream.aclose()
+                await trio.sleep(0.05)
 
 
 async def test_reload_dir_watches_another_directory(tmp_path: Path) -> None:
