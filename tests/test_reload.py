@@ -122,6 +122,8 @@ async def test_an_edit_restarts_the_server_and_a_syntax_error_waits_for_the_fix(
     async with supervisor(tmp_path, "--bind", "127.0.0.1:0") as server:
         with trio.fail_after(TIMEOUT):
             url = await server.url()
+            [watching] = await server.wait_for("Reloading when")
+            assert watching.endswith(f"[INFO] Reloading when a .py file changes in {tmp_path}")
             async with connect(url) as client:
                 assert await client.get_message() == "first"
                 write_app(tmp_path, "second version")

@@ -215,9 +215,7 @@ async def _watch(
     relative to the working directory where they are under it."""
     from watchfiles import PythonFilter, awatch
 
-    logger.info(
-        "Reloading when a .py file changes in %s", ", ".join(_shown(d) for d in directories)
-    )
+    logger.info("Reloading when a .py file changes in %s", ", ".join(directories))
     task_status.started()
     async for changes in awatch(*directories, watch_filter=PythonFilter()):
         await send.send((_Event.CHANGE, sorted({_shown(path) for _, path in changes})))
