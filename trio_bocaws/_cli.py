@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import multiprocessing
@@ -15,8 +14,7 @@ import os
 import signal
 import sys
 import time
-import types
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
 
@@ -24,17 +22,11 @@ import trio
 from hypercorn.utils import LifespanFailureError
 
 from ._gc import DEFAULT_FULL_THRESHOLD
-from ._hints import missing_attribute_hint, not_an_asgi_app, path_hint
+from ._loading import PROGRAM, UsageError, load_app
 from ._serve import LOG_LEVELS, ServerConfig, run_until_signalled
 from ._terminal import announce, configure_logging, exit_now
 
 __all__ = ["main"]
-
-PROGRAM = "trio-bocaws"
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,55 +99,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the server when a .py file changes (needs watchfiles)",
+    )
+    parser.add_argument(
+        "--reload-dir",
+        action="append",
+        metavar="DIR",
+        help="with --reload, watch this directory; repeat for several "
+        "(default: the working directory)",
+    )
+    parser.add_argument(
         "--root-path", default="", metavar="PATH", help="the prefix a proxy serves the app under"
     )
     return parser
-
-
-def load_app(path: str, *, check_asgi: bool = True) -> Callable[..., Awaitable[None]]:
-    """Import ``module:attribute`` (the working directory is importable, as for hypercorn).
-
-    Raises:
-        UsageError: The path is malformed, or names a module or attribute that is not there.
-    """
-    module_name, _, attribute = path.partition(":")
-    attribute = attribute or "app"
-    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
-        raise UsageError(
-            f"app must be given as module:attribute, not {path!r}"
-            + path_hint(module_name, attribute)
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise UsageError(
-                f"cannot import {module_name!r}: no module named {exc.name!r}"
-                + path_hint(module_name, attribute)
-            ) from None
-        raise  # a module it imports is missing: the user's traceback says more
-    app: Any = module
-    for name in attribute.split("."):
-        try:
-            app = getattr(app, name)
-        except AttributeError:
-            raise UsageError(
-                f"module {module_name!r} has no attribute {attribute!r}"
-                + missing_attribute_hint(module, module_name, attribute)
-            ) from None
-    if isinstance(app, types.ModuleType):
-        raise UsageError(
-            f"{path!r} is a module, not an ASGI app (did you mean {app.__name__}:app?)"
-        )
-    if not callable(app):
-        raise UsageError(f"{path!r} is not an ASGI app (not callable)")
-    refusal = not_an_asgi_app(path, app, module, module_name) if check_asgi else None
-    if refusal is not None:
-        raise UsageError(refusal)
-    loaded: Callable[..., Awaitable[None]] = app
-    return loaded
 
 
 def _version() -> str:
@@ -194,12 +152,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in (config.certfile, config.keyfile):
             if path is not None and not os.path.isfile(path):
                 raise UsageError(f"no such file: {path}")
-        app = load_app(arguments.app)
+        if arguments.reload:
+            directories = _reload_directories(arguments.reload_dir, config.workers)
+        elif arguments.reload_dir:
+            raise UsageError("--reload-dir goes with --reload")
+        else:
+            app = load_app(arguments.app)
     except (UsageError, ValueError, TypeError) as exc:
         print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
     try:
+        if arguments.reload:
+            from ._reload import run_reloading
+
+            # The app is imported by each child the supervisor starts, never here.
+            return run_reloading(arguments.app, config, directories)
         if config.workers == 1:
             run_until_signalled(app, config)
             return 0
@@ -213,6 +181,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{PROGRAM}: error: cannot listen on {binds}: {exc.strerror or exc}", file=sys.stderr
         )
         return 1
+
+
+def _reload_directories(given: list[str] | None, workers: int) -> list[str]:
+    """The directories ``--reload`` watches (checked), or :exc:`UsageError`."""
+    from ._reload import check_watcher
+
+    if workers != 1:
+        raise UsageError(
+            "--reload runs one worker process, restarted on each change; "
+            "leave out --workers (or --reload)"
+        )
+    check_watcher()
+    directories = [os.path.abspath(path) for path in given or (os.getcwd(),)]
+    for path in directories:
+        if not os.path.isdir(path):
+            raise UsageError(f"--reload-dir: no such directory: {path}")
+    return directories
 
 
 def _print_asyncapi(argv: Sequence[str]) -> int:
