@@ -471,3 +471,109 @@ def test_http2_switch_is_validated_and_reaches_hypercorn() -> None:
     assert ServerConfig(http2=False).to_hypercorn().alpn_protocols == ["http/1.1"]
     with pytest.raises(TypeError, match="http2"):
         ServerConfig(http2="no")  # type: ignore[arg-type]
+
+
+# -- Shutdown: the clients' close replies, then one GOAWAY ------------------------------------
+
+
+def _frames(buffer: bytearray) -> list[Any]:
+    """Take the whole HTTP/2 frames at the start of ``buffer`` off it, parsed."""
+    from hyperframe.frame import Frame
+
+    frames = []
+    while len(buffer) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+        if len(buffer) < 9 + length:
+            break
+        frame.parse_body(memoryview(buffer[9 : 9 + length]))
+        del buffer[: 9 + length]
+        frames.append(frame)
+    return frames
+
+
+def _server_close(payload: bytes) -> tuple[int, str] | None:
+    """The code and reason of a server's (unmasked, short) close frame, else ``None``."""
+    if len(payload) >= 4 and payload[0] == 0x88 and payload[1] == len(payload) - 2:
+        return int.from_bytes(payload[2:4], "big"), payload[4:].decode()
+    return None
+
+
+async def test_shutdown_waits_for_the_close_replies_then_sends_one_goaway() -> None:
+    """Three WebSockets on one connection; the server stops. Each client answers its 1001
+    with its own close frame (ending its half of the stream), held until it has seen every
+    1001 and a moment more, so that a GOAWAY sent without waiting for the answers comes
+    first. The server must take the answers as the streams' end (no PROTOCOL_ERROR), and
+    only then send GOAWAY, once, with NO_ERROR, and close."""
+    import contextlib
+
+    from hyperframe.frame import DataFrame, GoAwayFrame
+
+    from .h2_raw import H2Raw, masked_frame
+
+    waiting = 0
+    all_waiting = trio.Event()
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        nonlocal waiting
+        await ws.accept()
+        waiting += 1
+        if waiting == 3:
+            all_waiting.set()
+        await ws.receive_text()
+
+    # A long grace period: the shutdown must not need it.
+    config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=30, log_level="warning")
+    stop = trio.Event()
+    closes: dict[int, tuple[int, str]] = {}
+    goaways: list[tuple[int, bool]] = []  # (error code, whether the answers had gone out)
+    answered = False
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            client = await H2Raw.open(int(url.rsplit(":", 1)[1]))
+            streams = [client.websocket("/wait") for _ in range(3)]
+            await client.flush()
+            for stream_id in streams:
+                assert await client.response(stream_id) == 200
+            await all_waiting.wait()
+            # From here on the frames are read raw: h2 itself would refuse to send
+            # anything, or to read DATA, once a GOAWAY has come.
+            stop.set()
+            buffer = bytearray()
+
+            async def read() -> bool:
+                data = b""
+                with contextlib.suppress(trio.BrokenResourceError):
+                    data = await client.stream.receive_some()
+                buffer.extend(data)
+                for frame in _frames(buffer):
+                    if isinstance(frame, GoAwayFrame):
+                        goaways.append((frame.error_code, answered))
+                    elif isinstance(frame, DataFrame) and frame.stream_id in streams:
+                        close = _server_close(bytes(frame.data))
+                        if close is not None:
+                            closes[frame.stream_id] = close
+                return bool(data)
+
+            while len(closes) < 3 and await read():
+                pass
+            with trio.move_on_after(0.3):  # a GOAWAY that does not wait comes now
+                while not goaways and await read():
+                    pass
+            answer = masked_frame(0x8, (1001).to_bytes(2, "big"))
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await client.stream.send_all(
+                    b"".join(
+                        DataFrame(stream_id, data=answer, flags=["END_STREAM"]).serialize()
+                        for stream_id in streams
+                    )
+                )
+            answered = True
+            while await read():  # until the server closes the connection
+                pass
+            await client.aclose()
+        # serve() has returned.
+    assert closes == dict.fromkeys(streams, (1001, "server shutting down"))
+    assert goaways == [(h2.errors.ErrorCodes.NO_ERROR, True)]
