@@ -577,3 +577,81 @@ async def test_shutdown_waits_for_the_close_replies_then_sends_one_goaway() -> N
         # serve() has returned.
     assert closes == dict.fromkeys(streams, (1001, "server shutting down"))
     assert goaways == [(h2.errors.ErrorCodes.NO_ERROR, True)]
+
+
+# -- A request read after its connection closed ------------------------------------------------
+
+
+def _padded(frames: bytes, size: int) -> bytes:
+    """``frames`` then HTTP/2 frames of an unknown type (which a server ignores, RFC 9113
+    section 5.5), ``size`` bytes in all."""
+    padded = bytearray(frames)
+    while len(padded) < size:
+        length = min(size - len(padded) - 9, 16384)
+        padded += length.to_bytes(3, "big") + b"\xfa\x00\x00\x00\x00\x00" + bytes(length)
+    assert len(padded) == size
+    return bytes(padded)
+
+
+async def test_a_request_read_after_its_connection_closed_leaves_no_view_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client writes the preface, two PINGs and an extended CONNECT, and closes at once;
+    the server reads them in turn. Its answers go to a closed socket: the second one fails,
+    which closes the connection and ends its send task; then the server reads the request.
+    hypercorn handled it all the same: the view started, and its refusal waited for ever for
+    the send task to take it (found by the fuzzer: "HTTP/2 CONNECT to /reject, then close"
+    left a view running). The view must learn at once that its client is gone."""
+    import socket
+
+    import h2.config
+    import h2.connection
+
+    from trio_bocaws._hypercorn import _lean
+
+    read = 1024  # the server reads this much at a time: one read per part below
+    monkeypatch.setattr(_lean, "MAX_RECV", read)
+    started = ended = 0
+    app = App()
+
+    @app.websocket_route("/refuse")
+    async def refuse(ws: WebSocket) -> None:
+        nonlocal started, ended
+        started += 1
+        try:
+            await ws.reject(403)
+        finally:
+            ended += 1
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    preface = client.data_to_send()
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+    client.send_headers(
+        1,
+        [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":path", "/refuse"),
+            (":authority", "127.0.0.1"),
+            ("sec-websocket-version", "13"),
+        ],
+    )
+    request = client.data_to_send()
+    parts = [_padded(preface, read), _padded(ping, read), _padded(ping, read), request]
+    with trio.fail_after(TIMEOUT):
+        async with running(app, graceful_timeout=1) as (url, _):
+            port = int(url.rsplit(":", 1)[1])
+            # A blocking socket: all is written and the socket closed before the server reads.
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+                sock.sendall(b"".join(parts))
+            await trio.testing.wait_all_tasks_blocked(0.01)
+            views = (started, ended)
+            monkeypatch.undo()
+            # The server still serves.
+            async with open_h2_connection(url) as connection:
+                with pytest.raises(Rejected) as refused:
+                    await connection.websocket("/refuse")
+                assert refused.value.status == 403
+    assert views == (1, 1)

@@ -262,6 +262,22 @@ PATCHES: Final[tuple[Patch, ...]] = (
         written_for={"0.17.3": "b94b609b8eeed218", "0.18.0": "ea29f11411f595f0"},
     ),
     Patch(
+        name="no HTTP/2 stream lives on a closed connection",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="_create_stream",
+        replace=_h2.create_stream,
+        why="A request read after its connection had closed (a failed write) started its "
+        "app on a stream whose sends waited for the ended send task: the app waited for "
+        "ever. The stream is now closed at once and its buffer released.",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_a_request_read_after_its_connection_closed_leaves_no_view_running",
+        ),
+        written_for={"0.17.3": "ca403c2c2b2bab00", "0.18.0": "5eb343a1490780bc"},
+        depends_on=(f"{_H2}:H2Protocol.handle", f"{_H2}:H2Protocol.send_task"),
+    ),
+    Patch(
         name="HTTP/2 stream buffer bounded",
         module=_H2,
         owner="",
