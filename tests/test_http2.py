@@ -579,6 +579,47 @@ async def test_shutdown_waits_for_the_close_replies_then_sends_one_goaway() -> N
     assert goaways == [(h2.errors.ErrorCodes.NO_ERROR, True)]
 
 
+async def test_a_client_that_does_not_answer_holds_the_shutdown_until_the_grace_period() -> None:
+    """The WebSocket's client reads its 1001 and never answers: the connection waits for it
+    until ``graceful_timeout``, then closes, and the server stops."""
+    from hyperframe.frame import DataFrame
+
+    from .h2_raw import H2Raw
+
+    accepted = trio.Event()
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        await ws.accept()
+        accepted.set()
+        await ws.receive_text()
+
+    config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=0.5, log_level="warning")
+    stop = trio.Event()
+    closes: list[tuple[int, str]] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            client = await H2Raw.open(int(url.rsplit(":", 1)[1]))
+            stream_id = client.websocket("/wait")
+            await client.flush()
+            assert await client.response(stream_id) == 200
+            await accepted.wait()
+            stop.set()
+            buffer = bytearray()
+            while data := await client.stream.receive_some():  # until the server closes
+                buffer.extend(data)
+                for frame in _frames(buffer):
+                    if isinstance(frame, DataFrame):
+                        close = _server_close(bytes(frame.data))
+                        if close is not None:
+                            closes.append(close)
+            await client.aclose()
+        # serve() has returned.
+    assert closes == [(1001, "server shutting down")]
+
+
 # -- A request read after its connection closed ------------------------------------------------
 
 

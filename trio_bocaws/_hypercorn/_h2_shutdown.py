@@ -18,6 +18,11 @@ The wait is bounded by the server's ``graceful_timeout``: at that deadline hyper
 every connection. What the client still sends after our GOAWAY (a WINDOW_UPDATE, a PING
 crossing it) is dropped, not answered with ``PROTOCOL_ERROR``: the TCP close follows at once.
 
+The shutdown counts from trio_bocaws's announcement (which sends the 1001s), a few scheduler
+rounds before hypercorn marks it (``context.terminated``): a connection whose last stream
+ends in between would otherwise get no GOAWAY at all, and its TCP close at that mark, with
+the clients' answers still on the way.
+
 Nothing here runs before a shutdown has begun: the check is in ``_close_stream`` (once per
 stream), and the connection's reads go through :func:`_handle_events_while_closing` only
 while it waits.
@@ -32,6 +37,8 @@ from typing import Any, Final
 import trio
 from h2.connection import ConnectionState
 from h2.stream import StreamState
+
+from .._shutdown import current_server_shutdown
 
 __all__ = ["close_stream"]
 
@@ -66,26 +73,45 @@ def close_stream(original: Callable[[Any, int], Awaitable[None]]) -> Callable[..
     connection waits for those first. See the module's docstring.
     """
 
-    def _close_stream(self: Any, stream_id: int) -> Awaitable[None]:
-        if not self.context.terminated.is_set():
-            return original(self, stream_id)  # no shutdown: hypercorn's (and ours) as ever
-        return _close_stream_in_shutdown(self, stream_id)
-
-    async def _close_stream_in_shutdown(self: Any, stream_id: int) -> None:
+    async def _close_stream(self: Any, stream_id: int) -> None:
         await original(self, stream_id)
-        if self.closed or _CONNECTION in self.streams:
-            return  # the connection is gone, or waits already
-        if any(not stream.idle for stream in self.streams.values()):
-            return  # other streams go on: no GOAWAY yet in any case
-        # The GOAWAY is near (hypercorn's own, in stream_send, or ours when the clients have
-        # ended their streams): from then on, what the client still sends is dropped.
-        self.handle = functools.partial(_handle_after_goaway, self)
-        if _clients_sending(self):
-            self.streams[_CONNECTION] = _AwaitingClients()
-            self._handle_events = functools.partial(_handle_events_while_closing, self)
+        # Decided without an await before hypercorn's stream_send, which called this, looks
+        # at the streams and the shutdown again (synchronously) to send its GOAWAY or not.
+        if (
+            not self.closed
+            and _CONNECTION not in self.streams
+            and _shutting_down(self)
+            and all(stream.idle for stream in self.streams.values())
+        ):
+            _before_goaway(self)
 
     _close_stream.__wrapped__ = original  # type: ignore[attr-defined]
     return _close_stream
+
+
+def _shutting_down(protocol: Any) -> bool:
+    """Whether the server is stopping: trio_bocaws announces it (and the views close with
+    1001) a few scheduler rounds before hypercorn marks it."""
+    if protocol.context.terminated.is_set():
+        return True
+    shutdown = current_server_shutdown()
+    return shutdown is not None and shutdown.started
+
+
+def _before_goaway(protocol: Any) -> None:
+    """The last stream of a connection has ended in a shutdown: its GOAWAY is near."""
+    # From the GOAWAY on, what the client still sends is dropped.
+    protocol.handle = functools.partial(_handle_after_goaway, protocol)
+    if _clients_sending(protocol):
+        # Not idle for hypercorn (no GOAWAY, its idle timer stopped) until they have ended.
+        protocol.streams[_CONNECTION] = _AwaitingClients()
+        protocol._handle_events = functools.partial(_handle_events_while_closing, protocol)
+    elif not protocol.context.terminated.is_set():
+        # hypercorn sends its GOAWAY only once it marks the shutdown, and would then close
+        # this idle connection without one: send it now (queued here, written by a task of
+        # its own, so that nothing awaits before hypercorn's check).
+        protocol.connection.close_connection()
+        protocol.task_group.spawn(protocol._flush)
 
 
 def _clients_sending(protocol: Any) -> bool:
