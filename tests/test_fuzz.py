@@ -13,7 +13,7 @@ import trio
 from hypothesis import given, settings
 
 from reliability.fuzz import KNOWN_CRASHES, FuzzTarget, Report, Transport, campaign, sessions
-from reliability.fuzz._actions import Handshake, Raw, Session, parse_session
+from reliability.fuzz._actions import Connect, Handshake, Preface, Raw, Session, parse_session
 
 # Wall-clock bounds for the whole test, far above what it takes (a few seconds): a server
 # that holds sessions would otherwise make the test hang.
@@ -78,3 +78,17 @@ def test_what_is_no_session_is_refused_by_name() -> None:
         parse_session("__import__('os')")
     with pytest.raises(ValueError, match="not a fuzz session"):
         parse_session("Raw(b'x')")
+
+
+async def test_a_refused_http2_handshake_then_a_close_leaves_no_view_running() -> None:
+    # Reported by the campaign on main at d45d9e8 (reliability/README.md): the refusal of a
+    # request hypercorn read after the connection had closed waited for ever. A race: on
+    # main it left a view running in about 4 of 10 replays.
+    refused = Session(
+        Transport.HTTP2, (Preface(), Connect(1, "/reject", "https://good.example")), "close"
+    )
+    with trio.fail_after(LIMIT):
+        async with FuzzTarget() as target:
+            outcomes = [await target.run(refused) for _ in range(20)]
+    assert [outcome.views_left for outcome in outcomes] == [0] * 20
+    assert not any(outcome.failed for outcome in outcomes)

@@ -447,3 +447,229 @@ def test_http2_switch_is_validated_and_reaches_hypercorn() -> None:
     assert ServerConfig(http2=False).to_hypercorn().alpn_protocols == ["http/1.1"]
     with pytest.raises(TypeError, match="http2"):
         ServerConfig(http2="no")  # type: ignore[arg-type]
+
+
+# -- Shutdown: the clients' close replies, then one GOAWAY ------------------------------------
+
+
+def _frames(buffer: bytearray) -> list[Any]:
+    """Take the whole HTTP/2 frames at the start of ``buffer`` off it, parsed."""
+    from hyperframe.frame import Frame
+
+    frames = []
+    while len(buffer) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+        if len(buffer) < 9 + length:
+            break
+        frame.parse_body(memoryview(buffer[9 : 9 + length]))
+        del buffer[: 9 + length]
+        frames.append(frame)
+    return frames
+
+
+def _server_close(payload: bytes) -> tuple[int, str] | None:
+    """The code and reason of a server's (unmasked, short) close frame, else ``None``."""
+    if len(payload) >= 4 and payload[0] == 0x88 and payload[1] == len(payload) - 2:
+        return int.from_bytes(payload[2:4], "big"), payload[4:].decode()
+    return None
+
+
+async def test_shutdown_waits_for_the_close_replies_then_sends_one_goaway() -> None:
+    """Three WebSockets on one connection; the server stops. Each client answers its 1001
+    with its own close frame (ending its half of the stream), held until it has seen every
+    1001 and a moment more, so that a GOAWAY sent without waiting for the answers comes
+    first. The server must take the answers as the streams' end (no PROTOCOL_ERROR), and
+    only then send GOAWAY, once, with NO_ERROR, and close."""
+    import contextlib
+
+    from hyperframe.frame import DataFrame, GoAwayFrame
+
+    from .h2_raw import H2Raw
+
+    waiting = 0
+    all_waiting = trio.Event()
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        nonlocal waiting
+        await ws.accept()
+        waiting += 1
+        if waiting == 3:
+            all_waiting.set()
+        await ws.receive_text()
+
+    # A long grace period: the shutdown must not need it.
+    config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=30, log_level="warning")
+    stop = trio.Event()
+    closes: dict[int, tuple[int, str]] = {}
+    goaways: list[tuple[int, bool]] = []  # (error code, whether the answers had gone out)
+    answered = False
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            client = await H2Raw.open(int(url.rsplit(":", 1)[1]))
+            streams = [client.websocket("/wait") for _ in range(3)]
+            await client.flush()
+            for stream_id in streams:
+                assert await client.response(stream_id) == 200
+            await all_waiting.wait()
+            # From here on the frames are read raw: h2 itself would refuse to send
+            # anything, or to read DATA, once a GOAWAY has come.
+            stop.set()
+            buffer = bytearray()
+
+            async def read() -> bool:
+                data = b""
+                with contextlib.suppress(trio.BrokenResourceError):
+                    data = await client.stream.receive_some()
+                buffer.extend(data)
+                for frame in _frames(buffer):
+                    if isinstance(frame, GoAwayFrame):
+                        goaways.append((frame.error_code, answered))
+                    elif isinstance(frame, DataFrame) and frame.stream_id in streams:
+                        close = _server_close(bytes(frame.data))
+                        if close is not None:
+                            closes[frame.stream_id] = close
+                return bool(data)
+
+            while len(closes) < 3 and await read():
+                pass
+            with trio.move_on_after(0.3):  # a GOAWAY that does not wait comes now
+                while not goaways and await read():
+                    pass
+            # A client's close frame, 1001: FIN and opcode 8, masked (with zeros), 2 bytes.
+            answer = b"\x88\x82\x00\x00\x00\x00" + (1001).to_bytes(2, "big")
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await client.stream.send_all(
+                    b"".join(
+                        DataFrame(stream_id, data=answer, flags=["END_STREAM"]).serialize()
+                        for stream_id in streams
+                    )
+                )
+            answered = True
+            while await read():  # until the server closes the connection
+                pass
+            await client.aclose()
+        # serve() has returned.
+    assert closes == dict.fromkeys(streams, (1001, "server shutting down"))
+    assert goaways == [(h2.errors.ErrorCodes.NO_ERROR, True)]
+
+
+async def test_a_client_that_does_not_answer_holds_the_shutdown_until_the_grace_period() -> None:
+    """The WebSocket's client reads its 1001 and never answers: the connection waits for it
+    until ``graceful_timeout``, then closes, and the server stops."""
+    from hyperframe.frame import DataFrame
+
+    from .h2_raw import H2Raw
+
+    accepted = trio.Event()
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        await ws.accept()
+        accepted.set()
+        await ws.receive_text()
+
+    config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=0.5, log_level="warning")
+    stop = trio.Event()
+    closes: list[tuple[int, str]] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            [url] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            client = await H2Raw.open(int(url.rsplit(":", 1)[1]))
+            stream_id = client.websocket("/wait")
+            await client.flush()
+            assert await client.response(stream_id) == 200
+            await accepted.wait()
+            stop.set()
+            buffer = bytearray()
+            while data := await client.stream.receive_some():  # until the server closes
+                buffer.extend(data)
+                for frame in _frames(buffer):
+                    if isinstance(frame, DataFrame):
+                        close = _server_close(bytes(frame.data))
+                        if close is not None:
+                            closes.append(close)
+            await client.aclose()
+        # serve() has returned.
+    assert closes == [(1001, "server shutting down")]
+
+
+# -- A request read after its connection closed ------------------------------------------------
+
+
+def _padded(frames: bytes, size: int) -> bytes:
+    """``frames`` then HTTP/2 frames of an unknown type (which a server ignores, RFC 9113
+    section 5.5), ``size`` bytes in all."""
+    padded = bytearray(frames)
+    while len(padded) < size:
+        length = min(size - len(padded) - 9, 16384)
+        padded += length.to_bytes(3, "big") + b"\xfa\x00\x00\x00\x00\x00" + bytes(length)
+    assert len(padded) == size
+    return bytes(padded)
+
+
+async def test_a_request_read_after_its_connection_closed_leaves_no_view_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client writes the preface, two PINGs and an extended CONNECT, and closes at once;
+    the server reads them in turn. Its answers go to a closed socket: the second one fails,
+    which closes the connection and ends its send task; then the server reads the request.
+    hypercorn handled it all the same: the view started, and its refusal waited for ever for
+    the send task to take it (found by the fuzzer: "HTTP/2 CONNECT to /reject, then close"
+    left a view running). The view must learn at once that its client is gone."""
+    import socket
+
+    import h2.config
+    import h2.connection
+
+    from trio_bocaws._hypercorn import _lean
+
+    read = 1024  # the server reads this much at a time: one read per part below
+    monkeypatch.setattr(_lean, "MAX_RECV", read)
+    started = ended = 0
+    app = App()
+
+    @app.websocket_route("/refuse")
+    async def refuse(ws: WebSocket) -> None:
+        nonlocal started, ended
+        started += 1
+        try:
+            await ws.reject(403)
+        finally:
+            ended += 1
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    preface = client.data_to_send()
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+    client.send_headers(
+        1,
+        [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":path", "/refuse"),
+            (":authority", "127.0.0.1"),
+            ("sec-websocket-version", "13"),
+        ],
+    )
+    request = client.data_to_send()
+    parts = [_padded(preface, read), _padded(ping, read), _padded(ping, read), request]
+    with trio.fail_after(TIMEOUT):
+        async with running(app, graceful_timeout=1) as (url, _):
+            port = int(url.rsplit(":", 1)[1])
+            # A blocking socket: all is written and the socket closed before the server reads.
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+                sock.sendall(b"".join(parts))
+            await trio.testing.wait_all_tasks_blocked(0.01)
+            views = (started, ended)
+            monkeypatch.undo()
+            # The server still serves.
+            async with open_h2_connection(url) as connection:
+                with pytest.raises(Rejected) as refused:
+                    await connection.websocket("/refuse")
+                assert refused.value.status == 403
+    assert views == (1, 1)

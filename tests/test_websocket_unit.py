@@ -165,6 +165,24 @@ async def test_client_leaving_before_accept() -> None:
     assert server.sent == []
 
 
+async def test_a_receive_after_the_client_left_before_accept_raises_its_close() -> None:
+    # The server reported the client gone before the view did anything (an HTTP/2 stream
+    # made on a connection that had closed): the connect event still comes first, and was
+    # taken for the client's close (WebSocketStateError, "unexpected ASGI event").
+    server = FakeServer()
+    server.client_closes(1006)
+    ws = server.websocket()
+    with pytest.raises(WebSocketDisconnect) as info:
+        await ws.receive_text()
+    assert info.value.code == 1006
+    assert ws.state is WebSocketState.DISCONNECTED
+    server = FakeServer()
+    server.client_closes(1006)
+    async for _ in server.websocket(caught_close_codes=all):
+        raise AssertionError("no message came")  # pragma: no cover
+    assert server.sent == []
+
+
 # -- Rejecting -----------------------------------------------------------------------------
 
 

@@ -87,6 +87,19 @@ class Handshake:
         refusal = Refusal(validate_reject_status(status), body, headers)
         return refusal_events(self._scope, refusal)
 
+    async def unanswered_connect(self) -> Event | None:
+        """Take the ``websocket.connect`` event of a handshake that will not be answered
+        (the client has gone): the events after it are then the client's.
+
+        Returns:
+            ``None`` once it is taken (or was); the event that came instead, if another.
+        """
+        if self._connect_taken or self._answering is not None:
+            return None
+        event: Event = await self._receive()
+        self._connect_taken = True
+        return None if event["type"] == "websocket.connect" else event
+
     async def answer(self, messages: Sequence[Event], what: str) -> Event | None:
         """Take the ``websocket.connect`` event, then send ``messages``.
 

@@ -386,6 +386,12 @@ class WebSocket(Stream):
             await self._auto_accept(Transition.RECEIVE)
         elif state is not WebSocketState.DISCONNECTED or self._disconnect_read:
             self._check(Transition.RECEIVE)  # raises
+        elif self._handshake is not None:
+            # The client left before the handshake was answered: its connect event comes
+            # before the disconnect.
+            gone = await self._handshake.unanswered_connect()
+            if gone is not None:
+                raise self._disconnect_event(gone)
         # Else the client has gone, and what it sent before is still to be received.
 
     # -- Sending -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
-from . import _h2, _h2_websockets, _lean, _stream, _tcp, _worker
+from . import _h2, _h2_shutdown, _h2_websockets, _lean, _stream, _tcp, _worker
 from ._patch import Applied, Patch
 
 __all__ = [
@@ -262,6 +262,22 @@ PATCHES: Final[tuple[Patch, ...]] = (
         written_for={"0.17.3": "b94b609b8eeed218", "0.18.0": "ea29f11411f595f0"},
     ),
     Patch(
+        name="no HTTP/2 stream lives on a closed connection",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="_create_stream",
+        replace=_h2.create_stream,
+        why="A request read after its connection had closed (a failed write) started its "
+        "app on a stream whose sends waited for the ended send task: the app waited for "
+        "ever. The stream is now closed at once and its buffer released.",
+        upstream="",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_a_request_read_after_its_connection_closed_leaves_no_view_running",
+        ),
+        written_for={"0.17.3": "ca403c2c2b2bab00", "0.18.0": "5eb343a1490780bc"},
+        depends_on=(f"{_H2}:H2Protocol.handle", f"{_H2}:H2Protocol.send_task"),
+    ),
+    Patch(
         name="HTTP/2 stream buffer bounded",
         module=_H2,
         owner="",
@@ -323,6 +339,29 @@ PATCHES: Final[tuple[Patch, ...]] = (
             f"{_HTTP2_TESTS}test_more_websockets_than_the_stream_limit_over_one_connection",
         ),
         written_for={"0.17.3": "1df5677fd9208060", "0.18.0": "1df5677fd9208060"},
+    ),
+    Patch(
+        name="HTTP/2 GOAWAY after the clients' last frames",
+        module=_H2,
+        owner="H2Protocol",
+        attribute="_close_stream",
+        replace=_h2_shutdown.close_stream,
+        why="At a shutdown the GOAWAY went out as soon as the last app returned, before the "
+        "clients' answers to their 1001 close frames came; h2 counts a connection closed "
+        "once it has sent GOAWAY and answered each of them with a second GOAWAY, "
+        "PROTOCOL_ERROR. The connection now waits for the clients to end their streams "
+        "(bounded by graceful_timeout), then sends one GOAWAY, NO_ERROR, and drops what "
+        "still crosses it.",
+        upstream="https://github.com/python-hyper/h2/issues/1181",
+        checked_by=(
+            f"{_HTTP2_TESTS}test_shutdown_waits_for_the_close_replies_then_sends_one_goaway",
+        ),
+        written_for={"0.17.3": "84c2460aa8947988", "0.18.0": "db4d123b5eb979ce"},
+        depends_on=(
+            f"{_H2}:H2Protocol.stream_send",
+            f"{_H2}:H2Protocol.handle",
+            f"{_TCP}:TCPServer._idle_timeout",
+        ),
     ),
     Patch(
         name="HTTP/2 connection open until its WebSockets end",

@@ -11,7 +11,7 @@ import h2.events
 import h2.exceptions
 from h2.stream import StreamState
 
-__all__ = ["handle_events"]
+__all__ = ["create_stream", "handle_events"]
 
 # The states of an h2 stream once the server's END_STREAM has been sent.
 _RESPONSE_ENDED: Final = frozenset({StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED})
@@ -66,3 +66,39 @@ def _drop(protocol: Any, event: Any) -> None:
         # h2 may consider the stream closed already (a reset crossed this DATA).
         with contextlib.suppress(h2.exceptions.ProtocolError):
             connection.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+
+def create_stream(original: Callable[[Any, Any], Awaitable[None]]) -> Callable[..., Any]:
+    """``H2Protocol._create_stream`` (once per request): a request read after the
+    connection closed makes a stream that is closed at once.
+
+    hypercorn goes on handling what it has read after its connection closed (a write
+    failed: the client is gone), and starts the request's application. When the close came
+    first, the connection's send task has ended, and with it the release of every stream's
+    buffer (``send_task`` in :mod:`._h2_websockets`): the new stream's sends waited for a
+    task that was gone, and its application for ever (the fuzzer's "HTTP/2 CONNECT to
+    /reject, then close" left its refusal waiting). Here such a stream is told the
+    connection closed, as the streams it had were (the application sees the client gone),
+    and its buffer is released. It stays in ``H2Protocol.streams``, where the rest of
+    hypercorn's request handling looks it up.
+    """
+    from hypercorn.protocol.events import StreamClosed
+
+    from ._h2_websockets import BoundedStreamBuffer
+
+    def _create_stream(self: Any, request: Any) -> Awaitable[None]:
+        if not self.closed:
+            return original(self, request)  # the usual case: the connection is open
+        return created_closed(self, request)
+
+    async def created_closed(self: Any, request: Any) -> None:
+        await original(self, request)
+        stream_id = request.stream_id
+        buffer = self.stream_buffers.get(stream_id)
+        if isinstance(buffer, BoundedStreamBuffer):
+            buffer.abandon()
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            await stream.handle(StreamClosed(stream_id=stream_id))
+
+    return _create_stream

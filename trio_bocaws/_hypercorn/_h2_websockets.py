@@ -292,6 +292,9 @@ def close_stream(original: Callable[[Any, int], Awaitable[None]]) -> Callable[..
                 self.priority.unblock(stream_id)
         return original(self, stream_id)  # wakes the send task
 
+    # The record "HTTP/2 GOAWAY after the clients' last frames" wraps this one and checks
+    # hypercorn's code through it (inspect.unwrap).
+    _close_stream.__wrapped__ = original  # type: ignore[attr-defined]
     return _close_stream
 
 
