@@ -23,8 +23,8 @@ from hypercorn.utils import LifespanFailureError
 
 from ._gc import DEFAULT_FULL_THRESHOLD
 from ._loading import PROGRAM, UsageError, load_app
-from ._serve import LOG_LEVELS, ServerConfig, run_until_signalled
-from ._terminal import announce, configure_logging, exit_now
+from ._serve import LOG_LEVELS, ServerConfig, run_until_signalled, serve_on_sockets
+from ._terminal import configure_logging, exit_now
 
 __all__ = ["main"]
 
@@ -311,29 +311,10 @@ def _worker_process(app_path: str, config: ServerConfig, sockets: Any, stop: Any
     """One worker process: import the app and serve it until ``stop`` is set or SIGTERM."""
     from hypercorn.utils import check_multiprocess_shutdown_event
 
-    from ._hypercorn._worker import serve_app
-
     configure_logging(config.log_level)
     app = load_app(app_path)
-    hyper = config.to_hypercorn()
-    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
-        sock.listen(hyper.backlog)
-
-    async def serve_and_announce() -> None:
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                partial(
-                    serve_app,
-                    app,
-                    hyper,
-                    config.worker_options(sigterm=True),
-                    sockets=sockets,
-                    shutdown_trigger=partial(check_multiprocess_shutdown_event, stop, trio.sleep),
-                )
-            )
-            announce(binds, app)
-
-    trio.run(serve_and_announce)
+    stopped = partial(check_multiprocess_shutdown_event, stop, trio.sleep)
+    trio.run(serve_on_sockets, app, config, sockets, stopped)
 
 
 def main_entry() -> None:

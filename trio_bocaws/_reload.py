@@ -26,16 +26,15 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.utils import LifespanFailureError
 
 from ._loading import PROGRAM, UsageError, load_app
-from ._serve import ServerConfig, _raise_startup_error
+from ._serve import ServerConfig, _raise_startup_error, serve_on_sockets
 from ._shutdown import current_server_shutdown
-from ._terminal import announce, configure_logging, exit_now, log_shutdown_start
+from ._terminal import configure_logging, exit_now, log_shutdown_start
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -252,9 +251,6 @@ def child_process(app_path: str, config: ServerConfig, sockets: Any, commands: A
         print(f"{PROGRAM}: error: cannot import {app_path!r}:", file=sys.stderr)
         print(_users_traceback(exc), file=sys.stderr, end="")
         sys.exit(1)
-    hyper = config.to_hypercorn()
-    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
-        sock.listen(hyper.backlog)
 
     async def stop_requested() -> None:
         await trio.lowlevel.wait_readable(commands.fileno())
@@ -273,25 +269,9 @@ def child_process(app_path: str, config: ServerConfig, sockets: Any, commands: A
                 "" if count == 1 else "s",
             )
 
-    async def serve_and_announce() -> None:
-        from ._hypercorn._worker import serve_app
-
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                partial(
-                    serve_app,
-                    app,
-                    hyper,
-                    config.worker_options(sigterm=True),
-                    sockets=sockets,
-                    shutdown_trigger=stop_requested,
-                )
-            )
-            announce(binds, app)
-
     try:
         try:
-            trio.run(serve_and_announce)
+            trio.run(serve_on_sockets, app, config, sockets, stop_requested)
         except BaseExceptionGroup as group:
             _raise_startup_error(group)
             raise

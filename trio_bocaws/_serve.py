@@ -246,6 +246,28 @@ async def serve(
         raise
 
 
+async def serve_on_sockets(
+    app: Callable[..., Awaitable[None]],
+    config: ServerConfig,
+    sockets: Any,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+) -> None:
+    """Serve ``app`` on sockets a parent process bound (hypercorn's ``Sockets``), print
+    where, and stop gracefully when ``shutdown_trigger`` returns: a ``--workers`` worker's
+    and a ``--reload`` child's server."""
+    hyper = config.to_hypercorn()
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(hyper.backlog)
+    async with trio.open_nursery() as nursery:
+        options = config.worker_options(sigterm=True)
+        binds = await nursery.start(
+            partial(
+                serve_app, app, hyper, options, sockets=sockets, shutdown_trigger=shutdown_trigger
+            )
+        )
+        announce(binds, app)
+
+
 def _raise_startup_error(group: BaseExceptionGroup[BaseException]) -> None:
     """hypercorn's nurseries wrap a failed bind, or a failed lifespan startup, in two
     exception groups; a caller wants the error itself."""
