@@ -139,6 +139,36 @@ def test_a_file_name_as_module_gets_did_you_mean(tmp_path: Path) -> None:
     assert line.endswith("(did you mean echo:app? the app is given as module:attribute)")
 
 
+def test_a_syntax_error_in_the_app_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("from trio_bocaws import App\napp = App(\n")
+    result = _cli("broken:app", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "trio-bocaws: error: broken.py, line 2: SyntaxError: '(' was never closed"
+    ]
+
+
+def test_an_app_that_fails_to_import_shows_the_traceback_from_its_own_code(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "failing.py").write_text(
+        "import os\n\nSECRET = os.environ['TRIO_BOCAWS_TEST_UNSET']\n"
+    )
+    result = _cli("failing:app", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [
+        "trio-bocaws: error: cannot import 'failing:app':",
+        "Traceback (most recent call last):",
+    ]
+    # The first frame is the user's module: none of the runner's or importlib's.
+    assert 'failing.py", line 3, in <module>' in lines[2]
+    assert lines[-1] == "KeyError: 'TRIO_BOCAWS_TEST_UNSET'"
+    assert "importlib" not in result.stderr
+    assert "runpy" not in result.stderr
+    assert "_loading.py" not in result.stderr
+
+
 async def test_asyncio_in_a_view_logs_a_hint_about_trio(caplog: pytest.LogCaptureFixture) -> None:
     app = App()
 

@@ -22,7 +22,7 @@ import trio
 from hypercorn.utils import LifespanFailureError
 
 from ._gc import DEFAULT_FULL_THRESHOLD
-from ._loading import PROGRAM, UsageError, load_app
+from ._loading import PROGRAM, UsageError, import_failure, load_app
 from ._serve import LOG_LEVELS, ServerConfig, run_until_signalled, serve_on_sockets
 from ._terminal import configure_logging, exit_now
 
@@ -156,11 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             directories = _reload_directories(arguments.reload_dir, config.workers)
         elif arguments.reload_dir:
             raise UsageError("--reload-dir goes with --reload")
-        else:
-            app = load_app(arguments.app)
     except (UsageError, ValueError, TypeError) as exc:
         print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
         return 2
+    if not arguments.reload:
+        try:
+            app = load_app(arguments.app)
+        except UsageError as exc:
+            print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # the app's module failed to import
+            print(import_failure(arguments.app, exc), file=sys.stderr, end="")
+            return 1
     configure_logging(config.log_level)
     try:
         if arguments.reload:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._hints import missing_attribute_hint, not_an_asgi_app, path_hint
 
-__all__ = ["PROGRAM", "UsageError", "load_app"]
+__all__ = ["PROGRAM", "UsageError", "import_failure", "load_app", "shown"]
 
 PROGRAM = "trio-bocaws"
 
@@ -65,3 +66,27 @@ def load_app(path: str, *, check_asgi: bool = True) -> Callable[..., Awaitable[N
         raise UsageError(refusal)
     loaded: Callable[..., Awaitable[None]] = app
     return loaded
+
+
+def import_failure(path: str, exc: BaseException) -> str:
+    """What to print when importing the app ``path`` raised ``exc``: a syntax error in one
+    line, anything else as its traceback from the user's own code on (the frames of the
+    runner and of the import machinery above it say nothing about the mistake)."""
+    if isinstance(exc, SyntaxError):
+        where = f"{shown(exc.filename)}, line {exc.lineno}" if exc.filename else "the app"
+        return f"{PROGRAM}: error: {where}: {type(exc).__name__}: {exc.msg}\n"
+    ours = os.path.dirname(os.path.abspath(__file__))
+    tb = exc.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename.startswith((ours, "<frozen importlib"))
+        or "importlib" in tb.tb_frame.f_code.co_filename
+    ):
+        tb = tb.tb_next
+    shown_traceback = "".join(traceback.format_exception(type(exc), exc, tb))
+    return f"{PROGRAM}: error: cannot import {path!r}:\n{shown_traceback}"
+
+
+def shown(path: str) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative

@@ -21,17 +21,15 @@ import enum
 import logging
 import math
 import multiprocessing
-import os
 import signal
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import trio
 from hypercorn.utils import LifespanFailureError
 
-from ._loading import PROGRAM, UsageError, load_app
+from ._loading import PROGRAM, UsageError, import_failure, load_app, shown
 from ._serve import ServerConfig, _raise_startup_error, serve_on_sockets
 from ._shutdown import current_server_shutdown
 from ._terminal import configure_logging, exit_now, log_shutdown_start
@@ -217,12 +215,7 @@ async def _watch(
     logger.info("Reloading when a .py file changes in %s", ", ".join(directories))
     task_status.started()
     async for changes in awatch(*directories, watch_filter=PythonFilter()):
-        await send.send((_Event.CHANGE, sorted({_shown(path) for _, path in changes})))
-
-
-def _shown(path: str) -> str:
-    relative = os.path.relpath(path)
-    return path if relative.startswith(os.pardir) else relative
+        await send.send((_Event.CHANGE, sorted({shown(path) for _, path in changes})))
 
 
 # -- The child ------------------------------------------------------------------------------
@@ -243,13 +236,8 @@ def child_process(app_path: str, config: ServerConfig, sockets: Any, commands: A
     except UsageError as exc:
         print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except SyntaxError as exc:
-        where = f"{_shown(exc.filename)}, line {exc.lineno}" if exc.filename else "the app"
-        print(f"{PROGRAM}: error: {where}: {type(exc).__name__}: {exc.msg}", file=sys.stderr)
-        sys.exit(1)
     except Exception as exc:
-        print(f"{PROGRAM}: error: cannot import {app_path!r}:", file=sys.stderr)
-        print(_users_traceback(exc), file=sys.stderr, end="")
+        print(import_failure(app_path, exc), file=sys.stderr, end="")
         sys.exit(1)
 
     async def stop_requested() -> None:
@@ -278,16 +266,3 @@ def child_process(app_path: str, config: ServerConfig, sockets: Any, commands: A
     except LifespanFailureError as exc:
         print(f"{PROGRAM}: error: the app failed to start: {exc}", file=sys.stderr)
         sys.exit(1)
-
-
-def _users_traceback(exc: BaseException) -> str:
-    """The traceback from the user's module on: the frames of the runner and of the
-    import machinery above it say nothing about the mistake."""
-    ours = os.path.dirname(os.path.abspath(__file__))
-    tb = exc.__traceback__
-    while tb is not None and (
-        tb.tb_frame.f_code.co_filename.startswith((ours, "<frozen importlib"))
-        or "importlib" in tb.tb_frame.f_code.co_filename
-    ):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
