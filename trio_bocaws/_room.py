@@ -119,10 +119,10 @@ class Room:
     ) -> None:
         """Put ``ws`` in the room: from now on it is sent every message of the room.
 
-        A task in the connection's nursery (``ws.nursery``) forwards them, so the
-        membership ends with the connection. Each member has its own bounded buffer; when
-        it overflows, ``on_overflow`` either drops its oldest message or closes the
-        connection with 1013.
+        The membership ends with the connection's block (the view, or ``async with ws``),
+        or at :meth:`leave`. Joining starts no task: the hub's relays send each member its
+        messages, in order. Each member has its own bounded buffer; when it overflows,
+        ``on_overflow`` either drops its oldest message or closes the connection with 1013.
 
         Args:
             ws: The connection.
