@@ -91,43 +91,29 @@ async def test_the_client_closes_with_4001(
     assert record.levelno == logging.DEBUG
 
 
-async def test_the_view_closes_with_1000_and_the_server_still_serves(
-    serve: Serve, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("said", "code"), [("bye", 1000), ("fail", 1011)], ids=["view closes", "view raises"]
+)
+async def test_the_server_closes_and_still_serves(
+    serve: Serve, caplog: pytest.LogCaptureFixture, said: str, code: int
 ) -> None:
     app = chat_app()
     server = await serve(app)
     with trio.fail_after(TIMEOUT), caplog.at_level(logging.DEBUG, logger="trio_bocaws"):
         async with connect(f"{server.url}/chat/lobby") as client:
             port = client.local.port
-            await client.send_message("bye")
+            await client.send_message(said)
             with pytest.raises(ConnectionClosed) as closed:
                 await client.get_message()
-            assert close_code(closed) == 1000
+            assert close_code(closed) == code
         await until_idle(app)
         [line] = lines(caplog)
         assert re.fullmatch(
-            rf"127\.0\.0\.1:{port} /chat/lobby closed 1000 by server {DURATION}", line
+            rf"127\.0\.0\.1:{port} /chat/lobby closed {code} by server {DURATION}", line
         )
         async with connect(f"{server.url}/chat/other") as client:
             await client.send_message("again")
             assert await client.get_message() == "again"
-
-
-async def test_a_view_that_raises_is_closed_1011_by_the_server(
-    serve: Serve, caplog: pytest.LogCaptureFixture
-) -> None:
-    app = chat_app()
-    server = await serve(app)
-    with trio.fail_after(TIMEOUT), caplog.at_level(logging.DEBUG, logger="trio_bocaws"):
-        async with connect(f"{server.url}/chat/lobby") as client:
-            port = client.local.port
-            await client.send_message("fail")
-            with pytest.raises(ConnectionClosed) as closed:
-                await client.get_message()
-            assert close_code(closed) == 1011
-        await until_idle(app)
-    [line] = lines(caplog)
-    assert re.fullmatch(rf"127\.0\.0\.1:{port} /chat/lobby closed 1011 by server {DURATION}", line)
 
 
 async def test_the_server_s_shutdown_closes_with_1001(
