@@ -495,3 +495,34 @@ async def test_behind_a_root_path_the_url_has_it_once_and_routes_without_it(
     with trio.fail_after(TIMEOUT):
         async with connect(server.url + "/prefix/whereami") as client:
             assert await client.get_message() == "/prefix/whereami"
+
+
+async def test_a_lifespan_cancelled_from_outside_ends_with_a_plain_cancellation() -> None:
+    """When the server gives up after startup (it could not bind, say), the lifespan ends
+    with the cancellation itself: a group around it is what hypercorn 0.17 logged as a
+    "Lifespan error" with a traceback, before its one-line bind error."""
+    app = App()
+    to_app, from_server = trio.open_memory_channel[dict[str, Any]](4)
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    raised: list[BaseException] = []
+
+    async def lifespan() -> None:
+        try:
+            await app({"type": "lifespan"}, from_server.receive, send)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    to_app.send_nowait({"type": "lifespan.startup"})
+    with trio.fail_after(5):
+        with trio.CancelScope() as server:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lifespan)
+                while sent != ["lifespan.startup.complete"]:
+                    await trio.lowlevel.checkpoint()
+                server.cancel()
+    assert [type(exc) for exc in raised] == [trio.Cancelled]

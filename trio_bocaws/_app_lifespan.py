@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -22,6 +23,9 @@ from ._errors import leaves
 from ._hints import running_under_trio, wrong_server_message
 from ._http_lifespan import WrappedLifespan
 from ._pubsub import safe_url
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["AppLifespan", "Callback", "describe"]
 
@@ -106,6 +110,15 @@ class AppLifespan:
                 # Connections are still served; answer the shutdown when it comes.
                 await receive()
                 await self._run_shutdown()
+        except BaseExceptionGroup as group:
+            cancelled = leaves(group)
+            if all(isinstance(error, trio.Cancelled) for error in cancelled):
+                # Cancelled from outside (the server gave up: it could not bind, say). Our
+                # nursery wrapped the cancellation in a group, which hypercorn 0.17 logs as
+                # a lifespan error with its traceback; any other app would have let a
+                # plain cancellation through.
+                raise cancelled[0] from None
+            raise
         if failed is not None:
             await send({"type": "lifespan.startup.failed", "message": failed})
             return
