@@ -1,13 +1,14 @@
 """Broadcast benchmarks, in process: one message to a whole room, and slow members.
 
-    python benchmarks/broadcast.py [--sizes 1000,10000] [--repeat 5]
+    python benchmarks/broadcast.py [--sizes 1000,10000] [--repeat 5] [--relays 1,4,16,64]
 
 1. Time to deliver one JSON message to every member of a room of 1k and 10k connections,
    through ``Room.send_json`` (encoded once, sent by the hub's relays) against a plain
    loop of ``await ws.send_json(...)`` over the same sockets (encoded per socket), side by
    side in one run.
    The same again for a room that keeps history (``RoomConfig(history_size=100)``): each
-   message also gets an id and is kept.
+   message also gets an id and is kept. With ``--relays``, the same for other numbers of
+   relay tasks per hub (an experiment: the library's is fixed).
 2. Delivery latency to the healthy members when 10% of the room has stopped reading (their
    sends block, as on a client whose buffers are full), against a room where all read.
    A plain loop would wait on the first stuck member forever; the room should not care.
@@ -76,12 +77,16 @@ async def _members(
     return connections
 
 
-async def deliver_to_all(count: int, repeat: int, history: bool = False) -> dict[str, float]:
+async def deliver_to_all(
+    count: int, repeat: int, history: bool = False, relays: int | None = None
+) -> dict[str, float]:
     """Seconds from sending one message until every member's send has completed."""
     message = {"user": "ada", "text": "hello, everyone", "n": list(range(10))}
     results: dict[str, list[float]] = {"room": [], "loop": []}
     rooms = RoomConfig(history_size=100) if history else RoomConfig()
     hub = Broadcast(config=BroadcastConfig(buffer_size=16, rooms=rooms))
+    if relays is not None:
+        hub._relays.size = relays  # an experiment: the library's own count is fixed
     async with hub, trio.open_nursery() as nursery:
         arrived = 0
         all_arrived = trio.Event()
@@ -164,6 +169,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--relays",
+        help="comma-separated relay counts to compare (the first table only), e.g. 1,4,8,16,64",
+    )
     arguments = parser.parse_args()
     sizes = [int(size) for size in arguments.sizes.split(",")]
 
@@ -180,6 +189,15 @@ def main() -> None:
                 f"{size:>8}  {'yes' if history else 'no':>7}  {result['room'] * 1e3:>12.1f} ms"
                 f"  {result['loop'] * 1e3:>9.1f} ms  {ratio:>9.2f}"
             )
+
+    if arguments.relays:
+        print()
+        print("Relays per hub (no history; the library uses 16)")
+        for size in sizes:
+            for relays in [int(count) for count in arguments.relays.split(",")]:
+                result = trio.run(deliver_to_all, size, arguments.repeat, False, relays)
+                ratio = result["room"] / result["loop"]
+                print(f"{size:>8}  {relays:>4} relays  room/loop {ratio:>5.2f}")
 
     print()
     print("Delivery to the healthy members (median of", arguments.repeat, "messages)")
