@@ -15,12 +15,12 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from trio_bocaws import App, AppConfig, RejectConnection, WebSocket
+from trio_bocaws import App, AppConfig, RejectConnection, WebSocket, WebSocketState
 from trio_bocaws._websocket import lifetime_of
 
 from .conftest import Server, close_code, connect
 from .h2_client import open_h2_connection
-from .raw_client import raw_connection
+from .raw_client import HANDSHAKE, raw_connection
 from .subprocesses import server_process
 from .test_terminal import LOG_LINE, wait_for_line
 
@@ -246,3 +246,33 @@ async def test_the_runner_logs_the_line_at_log_level_debug() -> None:
     assert LOG_LINE.match(line), line
     expected = rf"\[DEBUG\] 127\.0\.0\.1:{port} /echo closed 4001 by client {DURATION}$"
     assert re.search(expected, line), line
+
+
+async def test_a_client_that_leaves_before_the_answer(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+    view_started = trio.Event()
+
+    @app.websocket_route("/slow")
+    async def slow(ws: WebSocket) -> None:
+        view_started.set()
+        # The client leaves meanwhile; the view answers once the server has seen it go.
+        while ws.state is not WebSocketState.DISCONNECTED:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        await ws.accept()
+
+    server = await serve(app)
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.DEBUG, logger="trio_bocaws"):
+        host, port = server.url.removeprefix("ws://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(HANDSHAKE.replace(b"{path}", b"/slow"))
+        client_port = stream.socket.getsockname()[1]
+        await view_started.wait()
+        await stream.aclose()
+        await until_idle(app)
+    [line] = lines(caplog)
+    assert re.fullmatch(
+        rf"127\.0\.0\.1:{client_port} /slow left before the handshake was answered {DURATION}",
+        line,
+    )
