@@ -29,6 +29,7 @@ from trio_bocaws._cli import _parser
 
 from .conftest import connect, receive_from_tasks, send_from_tasks, waiting_app
 from .h2_client import H2Connection, NotHTTP2, Rejected, StreamClosed, open_h2_connection
+from .raw_client import masked_frame
 
 TIMEOUT = 5
 
@@ -486,19 +487,7 @@ async def test_shutdown_waits_for_the_close_replies_then_sends_one_goaway() -> N
 
     from .h2_raw import H2Raw
 
-    waiting = 0
-    all_waiting = trio.Event()
-    app = App()
-
-    @app.websocket_route("/wait")
-    async def wait(ws: WebSocket) -> None:
-        nonlocal waiting
-        await ws.accept()
-        waiting += 1
-        if waiting == 3:
-            all_waiting.set()
-        await ws.receive_text()
-
+    app, all_waiting, _ = waiting_app(3)
     # A long grace period: the shutdown must not need it.
     config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=30, log_level="warning")
     stop = trio.Event()
@@ -538,8 +527,7 @@ async def test_shutdown_waits_for_the_close_replies_then_sends_one_goaway() -> N
             with trio.move_on_after(0.3):  # a GOAWAY that does not wait comes now
                 while not goaways and await read():
                     pass
-            # A client's close frame, 1001: FIN and opcode 8, masked (with zeros), 2 bytes.
-            answer = b"\x88\x82\x00\x00\x00\x00" + (1001).to_bytes(2, "big")
+            answer = masked_frame(0x8, (1001).to_bytes(2, "big"))  # the client's close
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await client.stream.send_all(
                     b"".join(
@@ -563,15 +551,7 @@ async def test_a_client_that_does_not_answer_holds_the_shutdown_until_the_grace_
 
     from .h2_raw import H2Raw
 
-    accepted = trio.Event()
-    app = App()
-
-    @app.websocket_route("/wait")
-    async def wait(ws: WebSocket) -> None:
-        await ws.accept()
-        accepted.set()
-        await ws.receive_text()
-
+    app, accepted, _ = waiting_app(1)
     config = ServerConfig(bind="127.0.0.1:0", graceful_timeout=0.5, log_level="warning")
     stop = trio.Event()
     closes: list[tuple[int, str]] = []
