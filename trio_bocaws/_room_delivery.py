@@ -102,6 +102,8 @@ class Member(Buffered):
     # -- Filled by the hub, never waiting ----------------------------------------------------
 
     def arrived(self) -> None:
+        # _schedule() without its check for something to send: once per member and
+        # message, and the buffer has just been given one.
         if not self.queued and not self.held:
             self.queued = True
             self._relays.submit(self)
@@ -139,7 +141,8 @@ class Member(Buffered):
             self.on_end(self)
 
     async def connection_ended(self) -> None:
-        """The connection's block is over (called by its Lifetime, shielded)."""
+        """The connection's block is over (called by its Lifetime); a presence leave is
+        announced shielded and bounded (the room's ``announce``)."""
         self.close(WebSocketDisconnect(1000))
         if self.announce is not None:
             await self.announce()
@@ -292,15 +295,15 @@ class Relays:
                 self._watcher = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(self._unwatch)
             await trio.lowlevel.checkpoint()  # one round
-            stalled = None
+            stalled = []
             for relay in self.active:
                 if relay.member is None or relay.sent != relay.seen:
                     relay.seen, relay.quiet = relay.sent, 0
                     continue
                 relay.quiet += 1
                 if relay.quiet >= STALL_ROUNDS:
-                    stalled = [relay] if stalled is None else [*stalled, relay]
-            for relay in stalled or ():
+                    stalled.append(relay)
+            for relay in stalled:  # not while iterating: letting go changes self.active
                 self._let_go(relay)
 
     def _unwatch(self, _: Any) -> trio.lowlevel.Abort:
