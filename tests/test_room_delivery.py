@@ -6,7 +6,7 @@ In-memory ASGI connections (tests/fake_asgi.py) whose sends are checkpoints, blo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
@@ -15,10 +15,15 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_bocaws import Broadcast, BroadcastConfig, BroadcastError, WebSocket
+from trio_bocaws import App, Broadcast, BroadcastConfig, BroadcastError, WebSocket
 from trio_bocaws._room_delivery import RELAYS, STALL_ROUNDS
 
+from .conftest import Server, connect
 from .fake_asgi import FakeServer
+from .h2_client import open_h2_connection
+from .raw_client import raw_connection
+
+Serve = Callable[..., Awaitable[Server]]
 
 
 def texts(server: FakeServer) -> list[str]:
@@ -147,3 +152,46 @@ async def test_join_on_a_hub_that_is_not_running_says_so() -> None:
     async with FakeServer().websocket() as ws:
         with pytest.raises(BroadcastError, match=r"not running.*`async with hub:`"):
             await hub.room("r").join(ws)
+
+
+# -- Over a real server: HTTP/2, a client that vanishes, a client that sends garbage --------
+
+
+async def test_a_room_over_http2_and_http1_outlives_members_that_vanish_or_send_garbage(
+    serve: Serve,
+) -> None:
+    """Two members on one HTTP/2 connection and one on HTTP/1.1 get every message, in order,
+    while a member's TCP connection vanishes (no close frame) and another sends bytes that
+    are no WebSocket frame (the server closes it, 1002): both leave the room, and nobody
+    else notices."""
+    hub = Broadcast()
+    app = App(broadcast=hub)
+    room = hub.room("r")
+
+    @app.websocket_route("/room")
+    async def member(ws: WebSocket) -> None:
+        await room.join(ws)
+        async for _ in ws:
+            pass
+
+    async def members_become(count: int) -> None:
+        while room.members != count:  # noqa: ASYNC110 (bounded by the test's fail_after)
+            await trio.sleep(0.01)
+
+    server = await serve(app)
+    with trio.fail_after(10):
+        async with open_h2_connection(server.url) as h2, connect(server.url + "/room") as h1:
+            over_h2 = [await h2.websocket("/room") for _ in range(2)]
+            vanishing = await raw_connection(server.url, "/room")
+            garbling = await raw_connection(server.url, "/room")
+            await members_become(5)
+            await vanishing.aclose()
+            await garbling.send_all(b"\xff" * 16)  # reserved opcode, RSV bits, no mask
+            await members_become(3)
+            for number in range(5):
+                await room.send_text(f"m{number}")
+            expected = [f"m{number}" for number in range(5)]
+            assert [await h1.get_message() for _ in expected] == expected
+            for ws in over_h2:
+                assert [await ws.receive() for _ in expected] == expected
+            await garbling.aclose()
