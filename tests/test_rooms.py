@@ -29,24 +29,12 @@ from trio_bocaws.testing import open_websocket, serving
 from .apps.rooms import make_app
 from .fake_asgi import FakeServer
 from .redis_cluster import redis_cluster
-from .redis_server import redis_server
+from .redis_server import COREDIS_LEFTOVERS, redis_server
 
 TIMEOUT = 10
 KEEP_5 = RoomConfig(history_size=5)
 
-pytestmark = [
-    # As in test_broadcast_redis: coredis 6.9's unclosed memory streams of failed connections.
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function MemoryObject"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-    # coredis 6.9's cluster pool hands out connections from an async generator that its
-    # sharded pub/sub leaves unfinished when cancelled (at the hub's close): collected later.
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <async_generator object ClusterConnectionPool.acquire"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = COREDIS_LEFTOVERS
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])

@@ -26,23 +26,13 @@ from trio_bocaws import (
 
 from .fake_asgi import FakeServer
 from .redis_cluster import redis_cluster
-from .redis_server import RedisServer, redis_server
+from .redis_server import COREDIS_LEFTOVERS, RedisServer, redis_server
 from .subprocesses import ServerProcess, server_process
 
 TIMEOUT = 20
 ROOMS = RoomConfig(history_size=100, presence=True)
 
-pytestmark = [
-    # coredis 6.9's leftovers, as in tests/test_rooms.py.
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function MemoryObject"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <async_generator object ClusterConnectionPool.acquire"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = COREDIS_LEFTOVERS
 
 
 @pytest.fixture
