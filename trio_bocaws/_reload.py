@@ -31,7 +31,6 @@ from hypercorn.utils import LifespanFailureError
 
 from ._loading import PROGRAM, UsageError, import_failure, load_app, shown
 from ._serve import ServerConfig, _raise_startup_error, serve_on_sockets
-from ._shutdown import current_server_shutdown
 from ._terminal import configure_logging, exit_now, log_shutdown_start
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -249,13 +248,7 @@ def child_process(app_path: str, config: ServerConfig, sockets: Any, commands: A
         if quitting:
             log_shutdown_start(again="Ctrl+C again")
         else:
-            shutdown = current_server_shutdown()
-            count = 0 if shutdown is None else len(shutdown)
-            logger.info(
-                "Restarting: closing %d WebSocket connection%s with 1001",
-                count,
-                "" if count == 1 else "s",
-            )
+            log_shutdown_start(again=None, why="Restarting")
 
     try:
         try:

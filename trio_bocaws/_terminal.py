@@ -62,17 +62,19 @@ def announce(binds: Sequence[str], app: Any) -> None:
         logger.info("Running on %s (CTRL + C to quit); %s", bind, where)
 
 
-def log_shutdown_start(*, again: str) -> None:
-    """The line of the first Ctrl+C (or SIGTERM): how many connections are closing, and
-    how to stop at once. Called from the server's shutdown trigger, which runs where the
-    server's :class:`~trio_bocaws._shutdown.ServerShutdown` is current."""
+def log_shutdown_start(*, again: str | None, why: str = "Shutting down") -> None:
+    """The line of the first Ctrl+C (or SIGTERM, or a --reload restart): how many
+    connections are closing, and how to stop at once (``again``). Called from the server's
+    shutdown trigger, which runs where the server's
+    :class:`~trio_bocaws._shutdown.ServerShutdown` is current."""
     shutdown = current_server_shutdown()
     count = 0 if shutdown is None else len(shutdown)
     logger.info(
-        "Shutting down: closing %d WebSocket connection%s with 1001 (%s to stop at once)",
+        "%s: closing %d WebSocket connection%s with 1001%s",
+        why,
         count,
         "" if count == 1 else "s",
-        again,
+        "" if again is None else f" ({again} to stop at once)",
     )
 
 
